@@ -1,0 +1,178 @@
+/**
+ * The one error hierarchy of the service. Every class knows its own HTTP status, its stable
+ * `code` (the JSON body's `error`), and its headers; `errorHandler` writes them out.
+ * Messages are public: generic, never a token, a claim value or a library message, never `"`.
+ */
+export abstract class ApiError extends Error {
+  abstract readonly status: number;
+  abstract readonly code: string;
+
+  headers(): Record<string, string> {
+    return {};
+  }
+
+  body(): Record<string, unknown> {
+    return { error: this.code, message: this.message };
+  }
+}
+
+type ChallengeParameters = Record<string, string>;
+
+/** `Bearer k="v", …` (RFC 6750 §3). Values are ours and never contain `"` or `\`. */
+export function bearerChallenge(parameters: ChallengeParameters): string {
+  const list = Object.entries(parameters).map(([key, value]) => `${key}="${value}"`);
+  return list.length === 0 ? 'Bearer' : `Bearer ${list.join(', ')}`;
+}
+
+/** 401 without an `error` parameter: the request carried no usable credentials (RFC 6750 §3.1). */
+export class MissingCredentialsError extends ApiError {
+  readonly status = 401;
+  readonly code = 'unauthorized';
+  constructor(private readonly realm: string) {
+    super('A bearer token is required.');
+  }
+  override headers(): Record<string, string> {
+    return { 'www-authenticate': bearerChallenge({ realm: this.realm }) };
+  }
+}
+
+/** 400 `invalid_request`: a malformed request, e.g. two authentication methods. */
+export class InvalidRequestError extends ApiError {
+  readonly status = 400;
+  readonly code = 'invalid_request';
+  override headers(): Record<string, string> {
+    return { 'www-authenticate': bearerChallenge({ error: this.code, error_description: this.message }) };
+  }
+}
+
+/** 401 `invalid_token`: expired, malformed, forged or misdirected. */
+export class InvalidTokenError extends ApiError {
+  readonly status = 401;
+  readonly code = 'invalid_token';
+  constructor(message = 'The access token is invalid.') {
+    super(message);
+  }
+  override headers(): Record<string, string> {
+    return { 'www-authenticate': bearerChallenge({ error: this.code, error_description: this.message }) };
+  }
+}
+
+/** 403 `insufficient_scope`: a valid token without the scope this API requires. */
+export class InsufficientScopeError extends ApiError {
+  readonly status = 403;
+  readonly code = 'insufficient_scope';
+  constructor(readonly requiredScopes: string[]) {
+    super('The access token lacks a required scope.');
+  }
+  override headers(): Record<string, string> {
+    return {
+      'www-authenticate': bearerChallenge({
+        error: this.code,
+        error_description: this.message,
+        scope: this.requiredScopes.join(' '),
+      }),
+    };
+  }
+  override body(): Record<string, unknown> {
+    return { ...super.body(), scopes: this.requiredScopes };
+  }
+}
+
+/**
+ * 401 `insufficient_claims`: Conditional Access (MFA, a policy) or CAE needs the caller to get
+ * a new token with these claims. The header follows Microsoft's claims-challenge format: the
+ * claims are base64 of Entra's JSON.
+ */
+export class ClaimsChallengeError extends ApiError {
+  readonly status = 401;
+  readonly code = 'insufficient_claims';
+  constructor(
+    readonly claims: string,
+    readonly authorizationUri: string,
+  ) {
+    super('Additional claims are required: acquire a new token with the claims in the WWW-Authenticate header.');
+  }
+  override headers(): Record<string, string> {
+    return {
+      'www-authenticate': bearerChallenge({
+        realm: '',
+        authorization_uri: this.authorizationUri,
+        error: this.code,
+        claims: Buffer.from(this.claims, 'utf8').toString('base64'),
+      }),
+    };
+  }
+}
+
+/** 403 `interaction_required`: the user must interact with Entra ID (consent, sign-in). */
+export class InteractionRequiredError extends ApiError {
+  readonly status = 403;
+  readonly code = 'interaction_required';
+  constructor(
+    readonly suberror: string,
+    readonly scopes: string[],
+    readonly correlationId?: string,
+  ) {
+    super(
+      suberror === 'consent_required'
+        ? 'The user or an administrator must consent to the downstream permissions.'
+        : 'The user must sign in again interactively.',
+    );
+  }
+  override body(): Record<string, unknown> {
+    return {
+      ...super.body(),
+      suberror: this.suberror,
+      scopes: this.scopes,
+      ...(this.correlationId ? { correlation_id: this.correlationId } : {}),
+    };
+  }
+}
+
+/** 403 for a request this API refuses to proxy (not allow-listed). */
+export class ForbiddenError extends ApiError {
+  readonly status = 403;
+  readonly code = 'forbidden';
+}
+
+/** 404 for an unknown route. */
+export class NotFoundError extends ApiError {
+  readonly status = 404;
+  readonly code = 'not_found';
+  constructor() {
+    super('No such route.');
+  }
+}
+
+/**
+ * 500 with a generic body: our own registration is wrong (`invalid_client`, `invalid_scope`,
+ * `unauthorized_client`). The details belong in the log, not in the response.
+ */
+export class ServerConfigurationError extends ApiError {
+  readonly status = 500;
+  readonly code = 'server_error';
+  constructor(readonly detail: Record<string, unknown>) {
+    super('The service could not obtain a downstream token. The operator has been told why.');
+  }
+}
+
+/** 502: the downstream answered in a way we cannot pass on. */
+export class BadGatewayError extends ApiError {
+  readonly status = 502;
+  readonly code = 'bad_gateway';
+}
+
+/** 503 with `Retry-After`: an infrastructure failure (Entra throttling or outage, JWKS down). */
+export class ServiceUnavailableError extends ApiError {
+  readonly status = 503;
+  readonly code = 'temporarily_unavailable';
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(message);
+  }
+  override headers(): Record<string, string> {
+    return { 'retry-after': String(Math.max(1, Math.ceil(this.retryAfterSeconds))) };
+  }
+}

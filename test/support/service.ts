@@ -1,0 +1,69 @@
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import supertest from 'supertest';
+import { createApp, type Service } from '../../api/app.js';
+import { loadConfig, type Config, type Environment } from '../../api/config.js';
+import type { Emulator } from '../emulator/index.js';
+
+export interface TestService {
+  service: Service;
+  config: Config;
+  server: Server;
+  baseUrl: string;
+  request: ReturnType<typeof supertest>;
+  /** Every log line the service wrote, as JSON text. */
+  logs: string[];
+  close(): Promise<void>;
+}
+
+/** Every log line of every service the tests started: the suite-wide secret scan reads it. */
+export const allServiceLogs: string[] = [];
+
+/** The environment a user would set to point the service at the emulator. */
+export function emulatorEnvironment(emulator: Emulator): Environment {
+  return {
+    AZURE_TENANT_ID: emulator.tenant.id,
+    AZURE_CLIENT_ID: emulator.api.clientId,
+    AZURE_CLIENT_SECRET: emulator.api.clientSecret,
+    AZURE_AUTHORITY_HOST: emulator.authorityHost,
+    GRAPH_BASE_URL: emulator.graphBaseUrl,
+    LOG_LEVEL: 'debug',
+  };
+}
+
+/**
+ * Assembles the real service (real msal-node, jose, ioredis) from a configuration, exactly as
+ * the entry point does, and serves it on a free loopback port.
+ */
+export async function startService(emulator: Emulator, env: Environment = {}): Promise<TestService> {
+  const config = loadConfig({ ...emulatorEnvironment(emulator), ...env });
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      const line = chunk.toString('utf8');
+      logs.push(line);
+      allServiceLogs.push(line);
+      done();
+    },
+  });
+  const service = createApp(config, { logDestination: sink });
+  const server = createServer(service.callback());
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  return {
+    service,
+    config,
+    server,
+    baseUrl: `http://127.0.0.1:${port}`,
+    request: supertest(server),
+    logs,
+    async close() {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await service.close();
+    },
+  };
+}
