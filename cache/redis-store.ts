@@ -1,0 +1,289 @@
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import type { Logger } from 'pino';
+import type { BreakerOptions } from './breaker.js';
+import { CacheConfigError, L2UnavailableError, type L2Op } from './errors.js';
+import type { L2Health, L2Store } from './l2-store.js';
+import { withResilience } from './resilient-store.js';
+
+export interface RedisStoreOptions {
+  /** `redis://` or `rediss://` URL, optionally with `user:password@` and a `/db`. */
+  url?: string;
+  /** Redis Cluster seed nodes as `host:port` (IPv6 as `[addr]:port`). */
+  clusterNodes?: string[];
+  /** Bound on every command (CACHE_L2_TIMEOUT_MS). */
+  commandTimeoutMs: number;
+  breaker?: BreakerOptions;
+  logger: Logger;
+  /** Cluster only (a URL carries its own): ACL user, password and TLS for every node. */
+  username?: string;
+  password?: string;
+  tls?: boolean;
+  /** How long one connection attempt may take. Default 5000 ms. */
+  connectTimeoutMs?: number;
+  /** Upper bound of the reconnect backoff. Default 2000 ms. */
+  maxReconnectDelayMs?: number;
+}
+
+type Connection = Redis | Cluster;
+
+// Compare-and-delete: only the owner that took the lock may release it.
+const UNLOCK_SCRIPT = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+
+/**
+ * An L2Store on Redis (single server or Cluster) with command timeouts and a circuit breaker.
+ * Commands fail fast while disconnected (no offline queue); ioredis reconnects by itself
+ * with a bounded backoff, and the breaker lets traffic back in after a successful probe.
+ */
+export function createRedisStore(options: RedisStoreOptions): L2Store {
+  if (!(options.commandTimeoutMs > 0)) throw new CacheConfigError('commandTimeoutMs must be a positive number');
+  return withResilience(new RedisStore(options), {
+    commandTimeoutMs: options.commandTimeoutMs,
+    breaker: options.breaker,
+    logger: options.logger,
+  });
+}
+
+/** The raw ioredis store, without timeouts or breaker; use createRedisStore. */
+export class RedisStore implements L2Store {
+  private readonly client: Connection;
+  private readonly newSubscriber: () => Connection;
+  private readonly log: Logger;
+  private subscriber: Connection | undefined;
+  private readonly listeners = new Map<string, Set<(message: string) => void>>();
+  private closed = false;
+
+  constructor(options: RedisStoreOptions) {
+    this.log = options.logger;
+    const { client, newSubscriber, target } = connect(options);
+    this.client = client;
+    this.newSubscriber = newSubscriber;
+    watch(client, this.log, { target, role: 'commands' });
+    client.once('ready', () => void this.inspectMemoryPolicy());
+  }
+
+  async get(key: string): Promise<Buffer | null> {
+    return this.ready_('get').getBuffer(key);
+  }
+
+  async set(key: string, value: Buffer, ttlMs: number): Promise<void> {
+    await this.ready_('set').set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)));
+  }
+
+  async del(key: string): Promise<void> {
+    await this.ready_('del').del(key);
+  }
+
+  async tryLock(key: string, owner: string, ttlMs: number): Promise<boolean> {
+    const reply = await this.ready_('lock').set(key, owner, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX');
+    return reply === 'OK';
+  }
+
+  async unlock(key: string, owner: string): Promise<void> {
+    await this.ready_('unlock').eval(UNLOCK_SCRIPT, 1, key, owner);
+  }
+
+  async publish(channel: string, message: string): Promise<void> {
+    await this.ready_('publish').publish(channel, message);
+  }
+
+  async subscribe(channel: string, listener: (message: string) => void): Promise<() => Promise<void>> {
+    if (this.closed) throw new L2UnavailableError('subscribe', 'closed');
+    const sub = this.subscriberConnection();
+    let set = this.listeners.get(channel);
+    if (!set) {
+      set = new Set();
+      this.listeners.set(channel, set);
+    }
+    set.add(listener);
+    // Queued until connected (the subscriber keeps an offline queue); ioredis re-subscribes
+    // after every reconnect by itself.
+    await sub.subscribe(channel);
+    return async () => {
+      const current = this.listeners.get(channel);
+      if (!current?.delete(listener) || current.size > 0) return;
+      this.listeners.delete(channel);
+      if (sub.status === 'ready') await sub.unsubscribe(channel).catch(() => undefined);
+    };
+  }
+
+  ready(): Promise<void> {
+    if (this.client.status === 'ready') return Promise.resolve();
+    return new Promise((resolve) => this.client.once('ready', () => resolve()));
+  }
+
+  health(): L2Health {
+    if (this.closed) return { status: 'degraded', detail: 'closed' };
+    if (this.client.status !== 'ready') return { status: 'degraded', detail: `disconnected (${this.client.status})` };
+    if (this.subscriber && this.subscriber.status !== 'ready') {
+      return { status: 'degraded', detail: `invalidation subscriber disconnected (${this.subscriber.status})` };
+    }
+    return { status: 'up' };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.listeners.clear();
+    await Promise.all([shutdown(this.client), this.subscriber ? shutdown(this.subscriber) : undefined]);
+  }
+
+  /**
+   * Every key the cache writes carries a TTL, so Redis can cap the cache's memory with
+   * `maxmemory` and a `volatile-*` policy (volatile-ttl evicts the soonest-expiring first).
+   * Say once at start-up when it cannot, rather than discover it at the first OOM.
+   */
+  private async inspectMemoryPolicy(): Promise<void> {
+    let info: string;
+    try {
+      info = await this.client.info('memory');
+    } catch {
+      return; // INFO may be disabled on managed Redis; this is advice, not a requirement
+    }
+    const maxmemory = /^maxmemory:(\d+)/m.exec(info)?.[1];
+    const policy = /^maxmemory_policy:(\S+)/m.exec(info)?.[1];
+    if (maxmemory === undefined || policy === undefined) return;
+    if (maxmemory === '0') {
+      this.log.info({ policy }, 'L2: Redis has no maxmemory; entries leave by TTL only (to cap memory set maxmemory and maxmemory-policy volatile-ttl)');
+    } else if (policy === 'noeviction') {
+      this.log.warn({ maxmemory: Number(maxmemory), policy }, 'L2: Redis refuses writes when full (noeviction); the cache then runs on L1 + create(). Prefer maxmemory-policy volatile-ttl');
+    }
+  }
+
+  /** The command connection, or a cheap rejection when it cannot serve right now. */
+  private ready_(op: L2Op): Connection {
+    if (this.closed) throw new L2UnavailableError(op, 'closed');
+    if (this.client.status !== 'ready') throw new L2UnavailableError(op, 'disconnected', `disconnected (${this.client.status})`);
+    return this.client;
+  }
+
+  private subscriberConnection(): Connection {
+    if (this.subscriber) return this.subscriber;
+    const sub = this.newSubscriber();
+    this.subscriber = sub;
+    watch(sub, this.log, { target: 'subscriber', role: 'invalidation subscriber' });
+    sub.on('message', (channel: string, message: string) => {
+      const set = this.listeners.get(channel);
+      if (!set) return;
+      for (const listener of set) {
+        try {
+          listener(message);
+        } catch (err) {
+          this.log.warn({ err }, 'L2 message listener threw');
+        }
+      }
+    });
+    return sub;
+  }
+}
+
+function connect(options: RedisStoreOptions): { client: Connection; newSubscriber: () => Connection; target: string } {
+  const hasUrl = options.url !== undefined && options.url !== '';
+  const hasNodes = options.clusterNodes !== undefined && options.clusterNodes.length > 0;
+  if (hasUrl === hasNodes) throw new CacheConfigError('give exactly one of url (REDIS_URL) or clusterNodes (REDIS_CLUSTER_NODES)');
+
+  const maxDelay = options.maxReconnectDelayMs ?? 2000;
+  const base: RedisOptions = {
+    connectTimeout: options.connectTimeoutMs ?? 5000,
+    keepAlive: 10_000,
+    // Fail fast instead of queueing while disconnected, and do not replay commands that were
+    // in flight when the connection dropped: the cache degrades instead of waiting.
+    maxRetriesPerRequest: 0,
+    commandTimeout: options.commandTimeoutMs,
+    connectionName: 'obo-cache',
+  };
+  // The subscriber is allowed to queue its SUBSCRIBE until the server is reachable.
+  const forSubscriber: Partial<RedisOptions> = { commandTimeout: undefined, maxRetriesPerRequest: null, connectionName: 'obo-cache-sub' };
+
+  if (hasUrl) {
+    const url = options.url as string;
+    const target = describeUrl(url);
+    const redisOptions: RedisOptions = {
+      ...base,
+      enableOfflineQueue: false,
+      retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 10), maxDelay),
+    };
+    const client = new Redis(url, redisOptions);
+    return { client, target, newSubscriber: () => new Redis(url, { ...redisOptions, ...forSubscriber, enableOfflineQueue: true }) };
+  }
+
+  const nodes = (options.clusterNodes as string[]).map(parseNode);
+  const credentials = {
+    ...(options.username ? { username: options.username } : {}),
+    ...(options.password ? { password: options.password } : {}),
+    ...(options.tls ? { tls: {} } : {}),
+  };
+  const clusterOptions = (subscriber: boolean): ClusterOptions => ({
+    enableOfflineQueue: subscriber,
+    clusterRetryStrategy: (times) => Math.min(100 * times, maxDelay),
+    slotsRefreshTimeout: Math.max(1000, options.commandTimeoutMs * 5),
+    redisOptions: { ...base, ...credentials, ...(subscriber ? forSubscriber : {}) },
+  });
+  const client = new Cluster(nodes, clusterOptions(false));
+  return {
+    client,
+    target: `cluster ${nodes.map((n) => `${n.host}:${n.port}`).join(',')}`,
+    newSubscriber: () => new Cluster(nodes, clusterOptions(true)),
+  };
+}
+
+function parseNode(text: string, index: number): { host: string; port: number } {
+  const match = /^\s*(?:\[([^\]]+)\]|([^:\s]+)):(\d{1,5})\s*$/.exec(text);
+  const port = match ? Number(match[3]) : NaN;
+  const host = match ? (match[1] ?? match[2]) : undefined;
+  if (!host || !(port > 0 && port < 65536)) {
+    throw new CacheConfigError(`cluster node ${index + 1} is not host:port`);
+  }
+  return { host, port };
+}
+
+function describeUrl(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new CacheConfigError('REDIS_URL is not a valid URL');
+  }
+  if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
+    throw new CacheConfigError('REDIS_URL must start with redis:// or rediss://');
+  }
+  // Never log credentials: host and port only.
+  return `${parsed.protocol}//${parsed.hostname}:${parsed.port || '6379'}`;
+}
+
+/** Logs connection transitions once each, and repeated errors at most every 30 s. */
+function watch(conn: Connection, log: Logger, context: { target: string; role: string }): void {
+  let wasReady = false;
+  let lastError = '';
+  let lastErrorAt = 0;
+  conn.on('ready', () => {
+    log.info(context, wasReady ? 'L2 reconnected' : 'L2 connected');
+    wasReady = true;
+    lastError = '';
+  });
+  conn.on('close', () => {
+    if (wasReady) log.warn(context, 'L2 connection lost; reconnecting');
+  });
+  const onError = (err: Error) => {
+    const now = Date.now();
+    if (err.message === lastError && now - lastErrorAt < 30_000) return;
+    lastError = err.message;
+    lastErrorAt = now;
+    log.warn({ ...context, error: err.message }, 'L2 connection error');
+  };
+  conn.on('error', onError);
+  if (conn instanceof Cluster) conn.on('node error', onError);
+}
+
+async function shutdown(conn: Connection): Promise<void> {
+  if (conn.status !== 'ready') {
+    conn.disconnect();
+    return;
+  }
+  const timer = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 500).unref());
+  try {
+    const result = await Promise.race([conn.quit(), timer]);
+    if (result === 'timeout') conn.disconnect();
+  } catch {
+    conn.disconnect();
+  }
+}

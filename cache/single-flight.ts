@@ -1,0 +1,43 @@
+/** Shared with a running flight: set when the key is invalidated meanwhile (do not cache the result). */
+export interface FlightState {
+  stale: boolean;
+}
+
+/**
+ * At most one in-flight promise per key. A flight leaves the group when it settles; callers
+ * that arrive meanwhile take `get(key)` instead of starting their own.
+ */
+export class FlightGroup<T> {
+  private readonly flights = new Map<string, { promise: Promise<T>; state: FlightState }>();
+
+  get(key: string): Promise<T> | undefined {
+    return this.flights.get(key)?.promise;
+  }
+
+  /** Runs `run` as the key's flight. The caller has checked that none is in flight. */
+  start(key: string, run: (state: FlightState) => Promise<T>): Promise<T> {
+    const state: FlightState = { stale: false };
+    const promise = run(state);
+    const flight = { promise, state };
+    this.flights.set(key, flight);
+    const leave = () => {
+      if (this.flights.get(key) === flight) this.flights.delete(key);
+    };
+    promise.then(leave, leave);
+    return promise;
+  }
+
+  markStale(key: string): void {
+    const flight = this.flights.get(key);
+    if (flight) flight.state.stale = true;
+  }
+
+  /** Every flight now in progress (for a bounded wait at close). */
+  pending(): Promise<T>[] {
+    return [...this.flights.values()].map((flight) => flight.promise);
+  }
+
+  get size(): number {
+    return this.flights.size;
+  }
+}
