@@ -39,6 +39,11 @@ export interface Service {
   close(): Promise<void>;
 }
 
+/** Runs `middleware` for requests whose path starts with `prefix`; the rest pass by. */
+function underPath(prefix: string, middleware: Middleware): Middleware {
+  return (ctx, next) => (ctx.path.startsWith(prefix) ? middleware(ctx, next) : next());
+}
+
 /** Secrets that must never reach a log line, whatever an object carries. */
 const REDACT = ['req.headers.authorization', 'req.headers.cookie', '*.authorization', '*.accessToken', '*.token', '*.assertion'];
 
@@ -102,11 +107,14 @@ export function createApp(config: Config, deps: AppDependencies = {}): Service {
     ctx.type = registry.contentType;
     ctx.body = await registry.metrics();
   });
-  router.get('/api/me', authenticateCaller, meRoute(graph));
+  // Everything under /api/ needs a valid token (see below); routes only say what they do.
+  router.get('/api/me', meRoute(graph));
 
   const app = new Koa();
   app.use(requestContext(logger));
   app.use(errorHandler(logger));
+  // Before routing, so an unauthenticated caller learns nothing about which /api routes exist.
+  app.use(underPath('/api/', authenticateCaller));
   app.use(router.routes());
   app.use(router.allowedMethods());
 

@@ -20,6 +20,7 @@ export interface AuthState {
 export function authenticate(validate: AccessTokenValidator, realm: string) {
   return async function authenticateMiddleware(ctx: Context, next: Next): Promise<void> {
     const token = extractBearerToken(ctx, realm);
+    if (await formBodyCarriesToken(ctx)) throw new InvalidRequestError('The request uses more than one method to send a token.');
     (ctx.state as AuthState).auth = await validate(token);
     await next();
   };
@@ -47,4 +48,17 @@ function extractBearerToken(ctx: Context, realm: string): string {
   if (token === '') throw new MissingCredentialsError(realm);
   if (token.length > MAX_TOKEN_BYTES || !B64TOKEN.test(token)) throw new InvalidTokenError();
   return token;
+}
+
+/** Form bodies are read only to look for a second token; no route of ours accepts one. */
+const MAX_FORM_BYTES = 64 * 1024;
+
+async function formBodyCarriesToken(ctx: Context): Promise<boolean> {
+  if (!ctx.is('application/x-www-form-urlencoded')) return false;
+  let text = '';
+  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+    text += chunk.toString('latin1');
+    if (text.length > MAX_FORM_BYTES) throw new InvalidRequestError('The form body is too large.');
+  }
+  return new URLSearchParams(text).has('access_token');
 }

@@ -20,6 +20,8 @@ export interface TestService {
 
 /** Every log line of every service the tests started: the suite-wide secret scan reads it. */
 export const allServiceLogs: string[] = [];
+/** Every client secret a test service was configured with: none may appear in a log line. */
+export const configuredSecrets = new Set<string>();
 
 /** The environment a user would set to point the service at the emulator. */
 export function emulatorEnvironment(emulator: Emulator): Environment {
@@ -39,6 +41,7 @@ export function emulatorEnvironment(emulator: Emulator): Environment {
  */
 export async function startService(emulator: Emulator, env: Environment = {}): Promise<TestService> {
   const config = loadConfig({ ...emulatorEnvironment(emulator), ...env });
+  if (config.credential.kind === 'secret') configuredSecrets.add(config.credential.secret);
   const logs: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _encoding, done) {
