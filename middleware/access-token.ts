@@ -70,7 +70,7 @@ export function createAccessTokenValidator(options: AccessTokenValidatorOptions)
 
   return async function validateAccessToken(token) {
     const segments = token.split('.');
-    if (segments.length !== 3 || !segments.every((s) => BASE64URL_SEGMENT.test(s))) throw invalid();
+    if (segments.length !== 3 || !segments.every(isCanonicalBase64url)) throw invalid();
     const header = parseStrictJsonObject(decodeSegment(segments[0] ?? ''));
     const claims = parseStrictJsonObject(decodeSegment(segments[1] ?? ''));
     if (!header || !claims) throw invalid();
@@ -138,6 +138,14 @@ export function createAccessTokenValidator(options: AccessTokenValidatorOptions)
 
 function invalid(message?: string): InvalidTokenError {
   return new InvalidTokenError(message);
+}
+
+/**
+ * Only the canonical encoding: base64url decoders ignore the spare bits of the last character,
+ * so without this check a token whose last character was changed would still verify.
+ */
+function isCanonicalBase64url(segment: string): boolean {
+  return BASE64URL_SEGMENT.test(segment) && Buffer.from(segment, 'base64url').toString('base64url') === segment;
 }
 
 function decodeSegment(segment: string): string {
