@@ -6,7 +6,7 @@
 export { createTieredCache, CACHE_DEFAULTS } from './tiered-cache.js';
 export type { CacheEntry, CacheSource, GetOrCreateOptions, TieredCache, TieredCacheOptions } from './types.js';
 export { parseEncryptionKeys, createEnvelope, type EncryptionKey, type Envelope } from './envelope.js';
-export { createRedisStore, RedisStore, type RedisStoreOptions } from './redis-store.js';
+export { createRedisConnection, createRedisStore, RedisStore, type RedisStoreOptions } from './redis-store.js';
 export { withResilience, type ResilienceOptions } from './resilient-store.js';
 export { CircuitBreaker, BREAKER_DEFAULTS, type BreakerOptions } from './breaker.js';
 export type { L2Store, L2Health, BreakerState } from './l2-store.js';

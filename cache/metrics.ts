@@ -18,6 +18,7 @@ export interface MetricSources {
 
 const BREAKER_VALUE: Record<BreakerState, number> = { closed: 0, 'half-open': 1, open: 2 };
 const L2_OPS: readonly L2Op[] = ['get', 'set', 'del', 'lock', 'unlock', 'publish'];
+const DECRYPT_FAILURES: readonly EnvelopeError['reason'][] = ['auth_failed', 'unknown_kid', 'malformed', 'plaintext_refused', 'encrypted_refused'];
 
 /**
  * The obo_cache_* metrics of one cache, registered on the app's registry (never the global
@@ -154,13 +155,16 @@ export class CacheMetrics {
       registers,
     });
 
-    // Zero-initialise the label sets dashboards rely on.
-    for (const reason of ['capacity', 'expired'] as const) this.l1Removals.labels({ reason });
-    for (const op of L2_OPS) for (const kind of ['timeout', 'error'] as const) this.l2Errors.labels({ op, kind });
-    for (const result of ['ok', 'error', 'adopted', 'skipped'] as const) this.refreshes.labels({ result });
-    for (const origin of ['local', 'remote'] as const) this.invalidations.labels({ origin });
+    // Zero-initialise the label sets dashboards and alerts rely on (rate() misses a series'
+    // first increment). prom-client creates a series on inc(), not on labels().
+    for (const child of [this.l1Hit, this.l2Hit, this.joinProcess, this.joinCluster]) child.inc(0);
+    for (const reason of ['capacity', 'expired'] as const) this.l1Removals.labels({ reason }).inc(0);
+    for (const op of L2_OPS) for (const kind of ['timeout', 'error'] as const) this.l2Errors.labels({ op, kind }).inc(0);
+    for (const result of ['ok', 'error', 'adopted', 'skipped'] as const) this.refreshes.labels({ result }).inc(0);
+    for (const origin of ['local', 'remote'] as const) this.invalidations.labels({ origin }).inc(0);
+    for (const reason of DECRYPT_FAILURES) this.decryptFailures.labels({ reason }).inc(0);
     for (const trigger of ['miss', 'force', 'refresh'] as const) {
-      for (const result of ['ok', 'error'] as const) this.creates.labels({ trigger, result });
+      for (const result of ['ok', 'error'] as const) this.creates.labels({ trigger, result }).inc(0);
     }
   }
 

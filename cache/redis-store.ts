@@ -43,6 +43,15 @@ export function createRedisStore(options: RedisStoreOptions): L2Store {
   });
 }
 
+/**
+ * A plain command connection to the same Redis, set up like the store's (URL or cluster, TLS,
+ * credentials, fail-fast while disconnected, bounded commands, reconnects), for another user of
+ * it (the rate limiter). The caller handles its `error` events and quits it.
+ */
+export function createRedisConnection(options: RedisStoreOptions): Redis | Cluster {
+  return connect(options).client;
+}
+
 /** The raw ioredis store, without timeouts or breaker; use createRedisStore. */
 export class RedisStore implements L2Store {
   private readonly client: Connection;
@@ -62,28 +71,28 @@ export class RedisStore implements L2Store {
   }
 
   async get(key: string): Promise<Buffer | null> {
-    return this.ready_('get').getBuffer(key);
+    return this.command('get', (client) => client.getBuffer(key));
   }
 
   async set(key: string, value: Buffer, ttlMs: number): Promise<void> {
-    await this.ready_('set').set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs)));
+    await this.command('set', (client) => client.set(key, value, 'PX', Math.max(1, Math.ceil(ttlMs))));
   }
 
   async del(key: string): Promise<void> {
-    await this.ready_('del').del(key);
+    await this.command('del', (client) => client.del(key));
   }
 
   async tryLock(key: string, owner: string, ttlMs: number): Promise<boolean> {
-    const reply = await this.ready_('lock').set(key, owner, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX');
+    const reply = await this.command('lock', (client) => client.set(key, owner, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX'));
     return reply === 'OK';
   }
 
   async unlock(key: string, owner: string): Promise<void> {
-    await this.ready_('unlock').eval(UNLOCK_SCRIPT, 1, key, owner);
+    await this.command('unlock', (client) => client.eval(UNLOCK_SCRIPT, 1, key, owner));
   }
 
   async publish(channel: string, message: string): Promise<void> {
-    await this.ready_('publish').publish(channel, message);
+    await this.command('publish', (client) => client.publish(channel, message));
   }
 
   async subscribe(channel: string, listener: (message: string) => void): Promise<() => Promise<void>> {
@@ -149,11 +158,25 @@ export class RedisStore implements L2Store {
     }
   }
 
-  /** The command connection, or a cheap rejection when it cannot serve right now. */
-  private ready_(op: L2Op): Connection {
+  /**
+   * Runs a command on the connection, or rejects cheaply when it cannot serve right now. A
+   * command lost because its connection dropped (Redis crashed or restarted) fails like one
+   * tried while disconnected: the connection state says it all, and counting those losses as
+   * breaker failures would keep L2 off for the breaker's open time after Redis is back.
+   */
+  private async command<T>(op: L2Op, run: (client: Connection) => Promise<T>): Promise<T> {
     if (this.closed) throw new L2UnavailableError(op, 'closed');
-    if (this.client.status !== 'ready') throw new L2UnavailableError(op, 'disconnected', `disconnected (${this.client.status})`);
-    return this.client;
+    const client = this.client;
+    if (client.status !== 'ready') throw new L2UnavailableError(op, 'disconnected', `disconnected (${client.status})`);
+    try {
+      return await run(client);
+    } catch (err) {
+      if (this.closed) throw new L2UnavailableError(op, 'closed');
+      if (client.status !== 'ready' || connectionLost(err)) {
+        throw new L2UnavailableError(op, 'disconnected', `connection lost (${client.status})`);
+      }
+      throw err;
+    }
   }
 
   private subscriberConnection(): Connection {
@@ -234,6 +257,16 @@ function parseNode(text: string, index: number): { host: string; port: number } 
     throw new CacheConfigError(`cluster node ${index + 1} is not host:port`);
   }
   return { host, port };
+}
+
+/** Socket errors a command fails with when its connection died under it (before ioredis says so). */
+const CONNECTION_LOST = new Set(['EPIPE', 'ECONNRESET', 'ECONNABORTED', 'ENOTCONN']);
+
+function connectionLost(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  if ('code' in err && CONNECTION_LOST.has(String(err.code))) return true;
+  // ioredis, when the socket has ended but its close event has not arrived yet.
+  return err.message.startsWith("Stream isn't writeable");
 }
 
 function describeUrl(url: string): string {

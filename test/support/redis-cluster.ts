@@ -10,6 +10,7 @@
  * assigned with `redis-cli --cluster create ... --cluster-replicas 0 --cluster-yes`, and the
  * promise resolves once every node reports `cluster_state:ok` and knows all the others.
  * Needs `redis-server` and `redis-cli` (7.x) on PATH, or pass `bin` / `cliBin`.
+ * With `password`, every node requires it (`requirepass`) from clients.
  */
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -26,6 +27,8 @@ export interface RedisClusterOptions {
   masters?: number;
   bin?: string;
   cliBin?: string;
+  /** requirepass for the default user on every node. */
+  password?: string;
   /** How long to wait for cluster_state:ok. Default 20000 ms. */
   readyTimeoutMs?: number;
 }
@@ -62,14 +65,16 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
             '--cluster-config-file', join(dir, 'nodes.conf'),
             '--cluster-port', String(busPort),
             '--cluster-node-timeout', '2000',
+            ...(options.password ? ['--requirepass', options.password, '--masterauth', options.password] : []),
           ],
         }),
       );
       ports.push(port);
     }
     const nodes = ports.map((port) => `127.0.0.1:${port}`);
-    await run(options.cliBin ?? 'redis-cli', ['--cluster', 'create', ...nodes, '--cluster-replicas', '0', '--cluster-yes'], { timeout: 20_000 });
-    await waitForClusterOk(ports, masters, options.readyTimeoutMs ?? 20_000);
+    const auth = options.password ? ['-a', options.password, '--no-auth-warning'] : [];
+    await run(options.cliBin ?? 'redis-cli', [...auth, '--cluster', 'create', ...nodes, '--cluster-replicas', '0', '--cluster-yes'], { timeout: 20_000 });
+    await waitForClusterOk(ports, masters, options.readyTimeoutMs ?? 20_000, options.password);
     let stopped = false;
     return {
       nodes,
@@ -85,8 +90,8 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
   }
 }
 
-async function waitForClusterOk(ports: number[], masters: number, timeoutMs: number): Promise<void> {
-  const clients = ports.map((port) => new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1, lazyConnect: true }));
+async function waitForClusterOk(ports: number[], masters: number, timeoutMs: number, password: string | undefined): Promise<void> {
+  const clients = ports.map((port) => new Redis({ host: '127.0.0.1', port, password, maxRetriesPerRequest: 1, lazyConnect: true }));
   const deadline = Date.now() + timeoutMs;
   let last = '';
   try {
