@@ -1,27 +1,46 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { RequestListener } from 'node:http';
 import Router from '@koa/router';
 import Koa, { type Middleware } from 'koa';
-import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
-import { Registry } from 'prom-client';
+import type { SpanExporter } from '@opentelemetry/sdk-trace-base';
+import type { DestinationStream, Logger } from 'pino';
+import { Registry, collectDefaultMetrics } from 'prom-client';
 import { Agent } from 'undici';
 import { createRedisStore, createTieredCache, type TieredCache } from '../cache/index.js';
 import { createAccessTokenValidator } from '../middleware/access-token.js';
 import { authenticate } from '../middleware/authenticate.js';
+import { bodyLimit } from '../middleware/body-limit.js';
+import { cors } from '../middleware/cors.js';
 import { errorHandler } from '../middleware/error-handler.js';
+import { httpMetrics } from '../middleware/http-metrics.js';
 import { createOpenIdMetadataSource } from '../middleware/openid-metadata.js';
-import { requestContext } from '../middleware/request-context.js';
+import { clientAddressKey, rateLimit, userKey } from '../middleware/rate-limit.js';
+import { requestContext, type RequestState } from '../middleware/request-context.js';
+import { requestSpan } from '../middleware/request-span.js';
+import { securityHeaders } from '../middleware/security-headers.js';
 import type { Config } from './config.js';
 import { createDownstreamClient } from './downstream-client.js';
+import { createDownstreamMetrics, observeDownstreams } from './downstream-observer.js';
 import { createExchange } from './exchange.js';
+import { createExchangeOutcomes } from './exchange-outcomes.js';
+import { createLogger } from './logger.js';
+import { createRateLimiters } from './rate-limiters.js';
+import { docsAssetRoute, docsPageRoute } from './routes/docs.js';
 import { livenessRoute, readinessRoute } from './routes/health.js';
 import { meRoute } from './routes/me.js';
+import { metricsRoute } from './routes/metrics.js';
 import { loadOpenApiDocument, openApiRoute } from './routes/openapi.js';
+import { serviceDescriptionRoute } from './routes/service-description.js';
+import { PROXY_ROUTES, proxyRoute } from './routes/proxy.js';
 import { createTokenProvider, type CachedToken, type TokenProvider } from './token-provider.js';
+import { createTracing } from './tracing.js';
 
 export interface AppDependencies {
   /** Where log lines go (default stdout). The redaction rules apply whatever the destination. */
   logDestination?: DestinationStream;
   registry?: Registry;
+  /** Turns tracing on with this exporter (tests), whatever OTEL_EXPORTER_OTLP_ENDPOINT says. */
+  traceExporter?: SpanExporter;
   now?: () => number;
 }
 
@@ -35,7 +54,7 @@ export interface Service {
   logger: Logger;
   registry: Registry;
   callback(): RequestListener;
-  /** Stops the cache and the connection pools. Does not close an HTTP server: the caller owns it. */
+  /** Stops the cache, Redis connections, pools and the trace exporter. Does not close an HTTP server: the caller owns it. */
   close(): Promise<void>;
 }
 
@@ -44,21 +63,27 @@ function underPath(prefix: string, middleware: Middleware): Middleware {
   return (ctx, next) => (ctx.path.startsWith(prefix) ? middleware(ctx, next) : next());
 }
 
-/** Secrets that must never reach a log line, whatever an object carries. */
-const REDACT = ['req.headers.authorization', 'req.headers.cookie', '*.authorization', '*.accessToken', '*.token', '*.assertion'];
-
 /**
  * The whole service from a configuration object. Read top to bottom, it is the path every
- * request takes: request id and log line → error mapping → route → (for /api) authenticate →
- * token provider → cache → exchange → downstream.
+ * request takes: request id and log line → trace span → HTTP metrics → security headers →
+ * CORS → error mapping → body limit → per-IP limit → (for /api) authenticate → per-user limit
+ * → route → token provider → cache → exchange → downstream.
  */
 export function createApp(config: Config, deps: AppDependencies = {}): Service {
   const now = deps.now ?? Date.now;
-  const logOptions: LoggerOptions = { level: config.logLevel, redact: REDACT };
-  const logger = deps.logDestination ? pino(logOptions, deps.logDestination) : pino(logOptions);
+  const logger = createLogger(config.logLevel, deps.logDestination);
   const registry = deps.registry ?? new Registry();
-  // One pool for the token endpoint and the downstreams: keep-alive, bounded per origin.
-  const dispatcher = new Agent({ connections: 128, keepAliveTimeout: 30_000, connect: { timeout: 5_000 } });
+  collectDefaultMetrics({ register: registry });
+  const { otlpEndpoint, serviceName } = config.observability;
+  const tracing = createTracing({ serviceName, ...(deps.traceExporter ? { exporter: deps.traceExporter } : otlpEndpoint ? { otlpEndpoint } : {}) });
+  // The request being served, for the layers below koa (the token provider adds to its log line).
+  const requests = new AsyncLocalStorage<RequestState>();
+  // One pool for the token endpoint and the downstreams: keep-alive, bounded per origin. Calls
+  // to a downstream are traced, timed and counted here, whatever route makes them.
+  const downstreamOrigins = new Map(Object.values(config.downstreams).map((d) => [new URL(d.baseUrl).origin, d.name]));
+  const dispatcher = new Agent({ connections: 128, keepAliveTimeout: 30_000, connect: { timeout: 5_000 } }).compose(
+    observeDownstreams(downstreamOrigins, tracing, createDownstreamMetrics(registry)),
+  );
 
   const metadata = createOpenIdMetadataSource({ authorityHost: config.authorityHost, tenant: config.tenant.id, now });
   const validate = createAccessTokenValidator({
@@ -91,30 +116,55 @@ export function createApp(config: Config, deps: AppDependencies = {}): Service {
     timeoutMs: config.exchangeTimeoutMs,
     dispatcher,
     logger,
+    registry,
+    outcomes: createExchangeOutcomes(registry),
     now,
   });
-  const tokens = createTokenProvider(cache, exchange, now);
+  const tokens = createTokenProvider(cache, exchange, {
+    now,
+    tracing,
+    onTokenUse: (use) => Object.assign(requests.getStore()?.logFields ?? {}, use),
+  });
+  const limiters = createRateLimiters(config, logger);
+  // One client per downstream, all on the one pooled dispatcher; /api/me and /api/graph share Graph's.
   const graph = createDownstreamClient(config.graph, tokens, dispatcher);
+  const downstreams = [
+    graph,
+    ...Object.values(config.downstreams)
+      .filter((downstream) => downstream !== config.graph)
+      .map((downstream) => createDownstreamClient(downstream, tokens, dispatcher)),
+  ];
   const realm = `api://${config.clientId}`;
-  const authenticateCaller = authenticate(validate, realm);
+  const authenticateCaller = authenticate((token) => tracing.span('validate access token', () => validate(token)), realm);
   const openApiDocument = loadOpenApiDocument();
 
   const router = new Router();
+  router.get('/', serviceDescriptionRoute());
   router.get('/healthz', livenessRoute());
   router.get('/readyz', readinessRoute(metadata, cache));
   router.get('/openapi.json', openApiRoute(openApiDocument));
-  router.get('/metrics', async (ctx) => {
-    ctx.type = registry.contentType;
-    ctx.body = await registry.metrics();
-  });
+  router.get('/metrics', metricsRoute(registry, config.observability.metricsToken));
   // Everything under /api/ needs a valid token (see below); routes only say what they do.
   router.get('/api/me', meRoute(graph));
+  const proxy = proxyRoute(downstreams, config.publicBaseUrl ? { publicBaseUrl: config.publicBaseUrl } : {});
+  for (const path of PROXY_ROUTES) router.all(path, proxy);
+  router.get('/docs', docsPageRoute());
+  router.get('/docs/:file', docsAssetRoute());
 
-  const app = new Koa();
-  app.use(requestContext(logger));
+  // With TRUST_PROXY_HOPS, ctx.ip is the client as the outermost trusted proxy saw it.
+  const app = new Koa({ proxy: config.http.trustProxyHops > 0, maxIpsCount: config.http.trustProxyHops });
+  app.use(requestContext(logger, { logUserIds: config.observability.logUserIds, userReferenceKey: config.clientId, scope: requests }));
+  app.use(requestSpan(tracing));
+  app.use(httpMetrics(registry));
+  app.use(securityHeaders());
+  // Preflights end here, before anything asks for a token.
+  app.use(cors(config.http.corsAllowedOrigins));
   app.use(errorHandler(logger));
+  app.use(bodyLimit(config.http.requestBodyMaxBytes));
+  if (limiters.perIp) app.use(rateLimit(limiters.perIp, clientAddressKey(['/healthz', '/readyz'], logger)));
   // Before routing, so an unauthenticated caller learns nothing about which /api routes exist.
   app.use(underPath('/api/', authenticateCaller));
+  if (limiters.perUser) app.use(underPath('/api/', rateLimit(limiters.perUser, userKey(config.clientId))));
   app.use(router.routes());
   app.use(router.allowedMethods());
 
@@ -129,8 +179,9 @@ export function createApp(config: Config, deps: AppDependencies = {}): Service {
     registry,
     callback: () => app.callback(),
     async close() {
-      await cache.close();
+      await Promise.all([cache.close(), limiters.close()]);
       await dispatcher.close();
+      await tracing.close();
     },
   };
 }

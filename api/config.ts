@@ -2,6 +2,8 @@ import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { parseEnv } from 'node:util';
 import { parseEncryptionKeys, type EncryptionKey } from '../cache/index.js';
+import { PROXY_METHODS, parseDownstreamApis } from './downstream-apis.js';
+import { pathPatternProblem } from './path-allow-list.js';
 
 /**
  * The whole service configuration: one typed object, produced once at start-up from the
@@ -25,8 +27,42 @@ export interface Config {
   jwksCooldownMs: number;
   /** Timeout of one call to the token endpoint (msal-node's own fetch has none). */
   exchangeTimeoutMs: number;
+  /** Microsoft Graph: also `downstreams.graph`. */
   graph: DownstreamConfig;
+  /** Every proxied downstream by name (`/api/downstream/<name>/…`): Graph plus DOWNSTREAM_APIS. */
+  downstreams: Record<string, DownstreamConfig>;
+  /** Origin (and path prefix) callers reach us at, for rewritten `@odata.nextLink`s; default: the request's. */
+  publicBaseUrl?: string;
   cache: CacheConfig;
+  http: HttpConfig;
+  rateLimit: RateLimitConfig;
+  observability: ObservabilityConfig;
+  /** On SIGTERM, how long in-flight requests may take before the process exits anyway. */
+  shutdownTimeoutMs: number;
+}
+
+export interface HttpConfig {
+  /** Exact origins (`https://app.example.com`) browsers may call from; empty = no CORS. */
+  corsAllowedOrigins: string[];
+  requestBodyMaxBytes: number;
+  /** Proxies in front of us whose `X-Forwarded-For` entries are trusted; 0 = the socket's address. */
+  trustProxyHops: number;
+}
+
+/** Requests per minute; 0 = no limit. */
+export interface RateLimitConfig {
+  perUser: number;
+  perIp: number;
+}
+
+export interface ObservabilityConfig {
+  /** LOG_USER_IDS=on: the caller's raw `oid` in logs; off: a pseudonymous reference only. */
+  logUserIds: boolean;
+  /** When set, GET /metrics wants `Authorization: Bearer <it>`. */
+  metricsToken?: string;
+  /** OTLP/HTTP base URL (traces go to `<it>/v1/traces`); tracing is off without it. */
+  otlpEndpoint?: string;
+  serviceName: string;
 }
 
 export interface TenantConfig {
@@ -42,18 +78,39 @@ export type ClientCredential =
   | { kind: 'federated'; tokenFile: string };
 
 export interface DownstreamConfig {
+  name: string;
   baseUrl: string;
   scopes: string[];
+  /** Time to the response headers, and the longest pause inside a body. */
   timeoutMs: number;
+  /** Path patterns (see api/path-allow-list.ts); anything else is refused before any exchange. */
+  allowedPaths: string[];
+  /** Upper-case methods the proxy forwards (a JSON batch is a POST of its own). */
+  allowedMethods: string[];
+  /** Whether `POST /<version>/$batch` is a Graph JSON batch (each inner request checked). */
+  batch: boolean;
+  /** Retries of an idempotent request answered 429/503 with `Retry-After`. */
+  maxRetries: number;
+  /** Longest total wait for those retries; a longer `Retry-After` goes to the caller instead. */
+  maxRetryWaitMs: number;
 }
 
 export interface CacheConfig {
   l1MaxBytes: number;
   keyPrefix: string;
-  redis?: { url: string } | { clusterNodes: string[] };
+  redis?: { url: string } | RedisClusterConfig;
   l2TimeoutMs: number;
   /** `off` only when CACHE_ENCRYPTION=off was set explicitly. */
   encryption: EncryptionKey[] | 'off';
+}
+
+/** One ACL user, password and TLS setting apply to every node of a cluster. */
+export interface RedisClusterConfig {
+  /** Seed nodes as `host:port` (IPv6 as `[addr]:port`). */
+  clusterNodes: string[];
+  username?: string;
+  password?: string;
+  tls?: boolean;
 }
 
 export type Environment = Readonly<Record<string, string | undefined>>;
@@ -102,11 +159,8 @@ export function loadConfig(env: Environment): Config {
   if (requiredScopes.length === 0) read.problem('API_REQUIRED_SCOPES', 'expected at least one scope');
   if (audiences.length === 0) read.problem('API_AUDIENCES', 'expected at least one audience');
 
-  const graph: DownstreamConfig = {
-    baseUrl: read.url('GRAPH_BASE_URL', 'https://graph.microsoft.com', ['https:', 'http:']),
-    scopes: read.list('GRAPH_SCOPES', /[\s,]+/) ?? ['https://graph.microsoft.com/.default'],
-    timeoutMs: read.integer('GRAPH_TIMEOUT_MS', 30_000, 1, 600_000),
-  };
+  const graph = readGraphConfig(read);
+  const publicBaseUrl = read.optional('PUBLIC_BASE_URL') === undefined ? undefined : read.url('PUBLIC_BASE_URL', '', ['https:', 'http:']);
 
   const config: Config = {
     port: read.integer('PORT', 3000, 0, 65_535),
@@ -122,10 +176,58 @@ export function loadConfig(env: Environment): Config {
     jwksCooldownMs: read.integer('JWKS_COOLDOWN_MS', 30_000, 0, 3_600_000),
     exchangeTimeoutMs: read.integer('EXCHANGE_TIMEOUT_MS', 10_000, 100, 120_000),
     graph,
+    downstreams: readDownstreams(read, graph),
+    ...(publicBaseUrl ? { publicBaseUrl } : {}),
     cache: readCacheConfig(read),
+    ...readOperationsConfig(read),
   };
   read.finish();
   return config;
+}
+
+const DEFAULT_GRAPH_PATHS = ['/v1.0/me', '/v1.0/me/**', '/beta/me/**'];
+
+function readGraphConfig(read: EnvReader): DownstreamConfig {
+  const allowedPaths = read.list('GRAPH_ALLOWED_PATHS') ?? DEFAULT_GRAPH_PATHS;
+  for (const pattern of allowedPaths) {
+    const problem = pathPatternProblem(pattern);
+    if (problem) read.problem('GRAPH_ALLOWED_PATHS', problem);
+  }
+  const allowedMethods = (read.list('GRAPH_ALLOWED_METHODS') ?? ['GET']).map((method) => method.toUpperCase());
+  for (const method of allowedMethods) {
+    if (!(PROXY_METHODS as readonly string[]).includes(method)) {
+      read.problem('GRAPH_ALLOWED_METHODS', `expected methods from ${PROXY_METHODS.join(', ')}, got "${method}"`);
+    }
+  }
+  return {
+    name: 'graph',
+    baseUrl: read.url('GRAPH_BASE_URL', 'https://graph.microsoft.com', ['https:', 'http:']),
+    scopes: read.list('GRAPH_SCOPES', /[\s,]+/) ?? ['https://graph.microsoft.com/.default'],
+    timeoutMs: read.integer('GRAPH_TIMEOUT_MS', 30_000, 1, 600_000),
+    allowedPaths,
+    allowedMethods,
+    batch: true,
+    maxRetries: read.integer('GRAPH_MAX_RETRIES', 2, 0, 10),
+    maxRetryWaitMs: read.integer('GRAPH_MAX_RETRY_WAIT_MS', 10_000, 0, 300_000),
+  };
+}
+
+/** DOWNSTREAM_APIS: inline JSON, or the path of a JSON file. Graph is always the entry `graph`. */
+function readDownstreams(read: EnvReader, graph: DownstreamConfig): Record<string, DownstreamConfig> {
+  const name = 'DOWNSTREAM_APIS';
+  const value = read.optional(name);
+  if (value === undefined) return { graph };
+  let text = value;
+  if (!/^[[{]/.test(value)) {
+    try {
+      text = readFileSync(value, 'utf8');
+    } catch {
+      read.problem(name, `expected inline JSON (starting with {) or a readable file; cannot read the file "${value}"`);
+      return { graph };
+    }
+  }
+  const others = parseDownstreamApis(text, graph, (message) => read.problem(name, message));
+  return { graph, ...Object.fromEntries(others.map((downstream) => [downstream.name, downstream])) };
 }
 
 function readCredential(read: EnvReader): ClientCredential | undefined {
@@ -200,10 +302,7 @@ function readCacheConfig(read: EnvReader): CacheConfig {
     }
     redis = { url };
   } else if (clusterNodes !== undefined) {
-    for (const node of clusterNodes) {
-      if (!/^[^\s:]+:\d{1,5}$/.test(node)) read.problem('REDIS_CLUSTER_NODES', `expected host:port entries, got "${node}"`);
-    }
-    redis = { clusterNodes };
+    redis = readClusterNodes(read, clusterNodes);
   }
 
   const encryptionSwitch = read.oneOf('CACHE_ENCRYPTION', 'on', ['on', 'off']);
@@ -231,6 +330,105 @@ function readCacheConfig(read: EnvReader): CacheConfig {
     ...(redis ? { redis } : {}),
     l2TimeoutMs: read.integer('CACHE_L2_TIMEOUT_MS', 100, 1, 60_000),
     encryption,
+  };
+}
+
+type ClusterAccess = Omit<RedisClusterConfig, 'clusterNodes'>;
+
+/**
+ * REDIS_CLUSTER_NODES entries are `host:port`, `[ipv6]:port`, or `redis[s]://[user:password@]host[:port]`
+ * for an ACL user, a password and TLS. Those apply to the whole cluster: URL entries must agree,
+ * and plain entries share them. Problems name entries by position: an entry may hold a password.
+ */
+function readClusterNodes(read: EnvReader, entries: string[]): RedisClusterConfig {
+  const nodes: string[] = [];
+  let access: ClusterAccess | undefined;
+  entries.forEach((entry, index) => {
+    const parsed = parseClusterNode(entry);
+    if (!parsed) {
+      read.problem('REDIS_CLUSTER_NODES', `entry ${index + 1}: expected host:port, [ipv6]:port or redis[s]://[user:password@]host[:port]`);
+      return;
+    }
+    nodes.push(parsed.node);
+    if (!parsed.access) return;
+    if (!access) access = parsed.access;
+    else if (!sameAccess(access, parsed.access)) {
+      read.problem('REDIS_CLUSTER_NODES', `entry ${index + 1}: every redis:// or rediss:// entry must give the same scheme, user and password`);
+    }
+  });
+  return { clusterNodes: nodes, ...access };
+}
+
+function parseClusterNode(entry: string): { node: string; access?: ClusterAccess } | undefined {
+  const plain = /^(\[[0-9a-f:.]+\]|[^\s:/@[\]]+):(\d{1,5})$/i.exec(entry);
+  if (plain) return validPort(plain[2]) ? { node: entry } : undefined;
+  const url = URL.canParse(entry) ? new URL(entry) : undefined;
+  if (!url || !['redis:', 'rediss:'].includes(url.protocol) || !url.hostname || url.search || url.hash) return undefined;
+  if (url.pathname !== '' && url.pathname !== '/') return undefined; // a cluster has database 0 only
+  const port = url.port || '6379';
+  if (!validPort(port)) return undefined;
+  const username = decodeUrlPart(url.username);
+  const password = decodeUrlPart(url.password);
+  if (username === undefined || password === undefined) return undefined;
+  const access: ClusterAccess = {
+    ...(username ? { username } : {}),
+    ...(password ? { password } : {}),
+    ...(url.protocol === 'rediss:' ? { tls: true } : {}),
+  };
+  return { node: `${url.hostname}:${port}`, access };
+}
+
+function decodeUrlPart(text: string): string | undefined {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function validPort(text: string | undefined): boolean {
+  const port = Number(text);
+  return Number.isInteger(port) && port > 0 && port < 65_536;
+}
+
+function sameAccess(a: ClusterAccess, b: ClusterAccess): boolean {
+  return a.username === b.username && a.password === b.password && a.tls === b.tls;
+}
+
+/** What running in production needs: HTTP hardening, rate limits, observability, shutdown. */
+function readOperationsConfig(read: EnvReader): Pick<Config, 'http' | 'rateLimit' | 'observability' | 'shutdownTimeoutMs'> {
+  const corsAllowedOrigins = read.list('CORS_ALLOWED_ORIGINS') ?? [];
+  for (const origin of corsAllowedOrigins) {
+    const parsed = URL.canParse(origin) ? new URL(origin) : undefined;
+    if (!parsed || !['https:', 'http:'].includes(parsed.protocol) || parsed.origin !== origin) {
+      read.problem('CORS_ALLOWED_ORIGINS', `expected exact origins like https://app.example.com (no path, no wildcard), got "${origin}"`);
+    }
+  }
+  const metricsToken = read.optional('METRICS_TOKEN');
+  // A token is a secret: say what is wrong with it, never what it is.
+  if (metricsToken !== undefined && metricsToken.length < 16) read.problem('METRICS_TOKEN', 'expected at least 16 characters');
+  // Off unless asked for: a limit the operator did not choose would cap a whole office behind one
+  // address (or every caller behind a proxy without TRUST_PROXY_HOPS) without anyone noticing.
+  const perUser = read.integer('RATE_LIMIT_PER_MINUTE', 0, 0, 1_000_000);
+  const otlpEndpoint =
+    read.optional('OTEL_EXPORTER_OTLP_ENDPOINT') === undefined ? undefined : read.url('OTEL_EXPORTER_OTLP_ENDPOINT', '', ['https:', 'http:']);
+  return {
+    http: {
+      corsAllowedOrigins,
+      requestBodyMaxBytes: read.integer('REQUEST_BODY_MAX_BYTES', MIB, 1, 100 * MIB),
+      trustProxyHops: read.integer('TRUST_PROXY_HOPS', 0, 0, 10),
+    },
+    rateLimit: {
+      perUser,
+      perIp: read.integer('RATE_LIMIT_IP_PER_MINUTE', perUser, 0, 1_000_000),
+    },
+    observability: {
+      logUserIds: read.oneOf('LOG_USER_IDS', 'off', ['on', 'off']) === 'on',
+      ...(metricsToken !== undefined ? { metricsToken } : {}),
+      ...(otlpEndpoint ? { otlpEndpoint } : {}),
+      serviceName: read.optional('OTEL_SERVICE_NAME') ?? 'obo-middle-tier',
+    },
+    shutdownTimeoutMs: read.integer('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
   };
 }
 

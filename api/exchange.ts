@@ -9,6 +9,7 @@ import {
 } from '@azure/msal-node';
 import type { Dispatcher } from 'undici';
 import type { Logger } from 'pino';
+import { Histogram, type Registry } from 'prom-client';
 import type { ClientCredential } from './config.js';
 import {
   ApiError,
@@ -18,6 +19,7 @@ import {
   ServerConfigurationError,
   ServiceUnavailableError,
 } from '../middleware/errors.js';
+import type { ExchangeOutcomes } from './exchange-outcomes.js';
 import { parseRetryAfter } from './retry-after.js';
 import { createTokenEndpointClient, type TokenEndpointRecord } from './token-endpoint-client.js';
 
@@ -50,6 +52,10 @@ export interface ExchangeOptions {
   timeoutMs: number;
   dispatcher: Dispatcher;
   logger: Logger;
+  /** Where `obo_exchange_duration_seconds` goes (the app's registry). None: not measured. */
+  registry?: Registry;
+  /** Counts each exchange by what Entra answered (`obo_exchanges_total`). */
+  outcomes?: ExchangeOutcomes;
   now?: () => number;
 }
 
@@ -71,6 +77,7 @@ export function createExchange(options: ExchangeOptions): Exchange {
   const host = new URL(options.authorityHost).host;
   const blockedUntil = new Map<string, number>();
   const credential = credentialOptions(options.credential);
+  const duration = options.registry ? exchangeDuration(options.registry) : undefined;
 
   return async function exchange(request) {
     const backoffKey = `${request.tenantId} ${request.scopes.join(' ')}`;
@@ -80,6 +87,7 @@ export function createExchange(options: ExchangeOptions): Exchange {
 
     const authority = `${options.authorityHost}/${request.tenantId}`;
     const record: TokenEndpointRecord = {};
+    const stopTimer = duration?.startTimer();
     const configuration: Configuration = {
       auth: {
         clientId: options.clientId,
@@ -109,6 +117,8 @@ export function createExchange(options: ExchangeOptions): Exchange {
         ...(request.correlationId ? { correlationId: request.correlationId } : {}),
       });
       if (!result?.accessToken || !result.expiresOn) throw new Error('msal-node returned no access token');
+      stopTimer?.({ result: 'ok' });
+      options.outcomes?.('ok');
       return {
         accessToken: result.accessToken,
         expiresOn: result.expiresOn.getTime(),
@@ -116,6 +126,8 @@ export function createExchange(options: ExchangeOptions): Exchange {
       };
     } catch (error) {
       const mapped = mapExchangeError(error, record, request, authority, now);
+      stopTimer?.({ result: mapped.code });
+      options.outcomes?.(record);
       if (mapped instanceof ServiceUnavailableError && record.retryAfter !== undefined) {
         blockedUntil.set(backoffKey, now() + mapped.retryAfterSeconds * 1000);
       }
@@ -125,6 +137,23 @@ export function createExchange(options: ExchangeOptions): Exchange {
       throw mapped;
     }
   };
+}
+
+/**
+ * Time of each call to the token endpoint (backoff refusals are not calls), by result: `ok` or
+ * the stable code of the error the caller gets. Shared when two apps are built on one registry.
+ */
+function exchangeDuration(registry: Registry): Histogram<'result'> {
+  const name = 'obo_exchange_duration_seconds';
+  const existing = registry.getSingleMetric(name);
+  if (existing instanceof Histogram) return existing as Histogram<'result'>;
+  return new Histogram({
+    name,
+    help: 'Duration of OBO exchanges with Microsoft Entra ID, by result (ok or the error code answered)',
+    labelNames: ['result'] as const,
+    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [registry],
+  });
 }
 
 function credentialOptions(credential: ClientCredential): Pick<NodeAuthOptions, 'clientSecret' | 'clientCertificate' | 'clientAssertion'> {

@@ -1,6 +1,8 @@
 import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { createApp } from './app.js';
 import { ConfigError, environmentWithDotenv, loadConfig, type Config } from './config.js';
+import { gracefulShutdown } from './graceful-shutdown.js';
 
 /** The process entry: configuration, the service, an HTTP server, and a clean stop on signals. */
 function readConfig(): Config {
@@ -21,19 +23,22 @@ const server = createServer(service.callback());
 // Longer than a load balancer's idle timeout, so it never reuses a socket we are closing.
 server.keepAliveTimeout = 65_000;
 server.listen(config.port, () => {
-  service.logger.info({ port: config.port, tenant: config.tenant.id, authorityHost: config.authorityHost }, 'listening');
+  const { port } = server.address() as AddressInfo;
+  service.logger.info({ port, tenant: config.tenant.id, authorityHost: config.authorityHost }, 'listening');
 });
 
-let stopping = false;
-function stop(signal: string): void {
-  if (stopping) return;
-  stopping = true;
-  service.logger.info({ signal }, 'stopping');
-  server.close(() => {
-    service.close().finally(() => process.exit(0));
+const stop = gracefulShutdown(server, { timeoutMs: config.shutdownTimeoutMs, logger: service.logger, release: () => service.close() });
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.on(signal, () => {
+    // Whatever hangs, the process is gone soon after the deadline.
+    setTimeout(() => process.exit(1), config.shutdownTimeoutMs + 5_000).unref();
+    void stop(signal).then((code) => {
+      // Everything is closed, so the process ends by itself; the timer only catches a straggler.
+      process.exitCode = code;
+      setTimeout(() => {
+        service.logger.warn('something still holds the event loop after stopping; exiting anyway');
+        process.exit(code);
+      }, 1_000).unref();
+    });
   });
-  server.closeIdleConnections();
-  setTimeout(() => process.exit(1), 10_000).unref();
 }
-process.on('SIGTERM', () => stop('SIGTERM'));
-process.on('SIGINT', () => stop('SIGINT'));

@@ -1,6 +1,7 @@
 import type { CacheEntry, CacheSource, TieredCache } from '../cache/index.js';
 import type { AuthenticatedCaller } from '../middleware/access-token.js';
 import type { Exchange, ExchangedToken } from './exchange.js';
+import { createTracing, type Tracing } from './tracing.js';
 
 /** What the cache holds for one (assertion, scope set): the downstream token and its expiry. */
 export interface CachedToken {
@@ -22,6 +23,22 @@ export interface AcquireOptions {
   correlationId?: string;
 }
 
+/** How one acquisition was served, for the request's log line. */
+export interface TokenUse {
+  /** l1 / l2: from the cache; exchange: this request exchanged; joined: it shared another's exchange. */
+  cache: 'l1' | 'l2' | 'exchange' | 'joined';
+  /** Time this request spent in its own exchange, ms. */
+  exchangeMs?: number;
+}
+
+export interface TokenProviderOptions {
+  now?: () => number;
+  /** Spans for the cache lookup and, inside it, the exchange. */
+  tracing?: Tracing;
+  /** Told how each acquisition was served (also when it failed). */
+  onTokenUse?: (use: TokenUse) => void;
+}
+
 export interface TokenProvider {
   acquire(caller: AuthenticatedCaller, scopes: string[], options?: AcquireOptions): Promise<DownstreamToken>;
   invalidate(caller: AuthenticatedCaller, scopes: string[]): Promise<void>;
@@ -37,11 +54,10 @@ const REFRESH_WINDOW_MS = 5 * 60_000;
  * The partition is the SHA-256 of the caller's token, so one user's tokens are never served to
  * another, and a new token (after a claims challenge, say) starts a new partition.
  */
-export function createTokenProvider(
-  cache: TieredCache<CachedToken>,
-  exchange: Exchange,
-  now: () => number = Date.now,
-): TokenProvider {
+export function createTokenProvider(cache: TieredCache<CachedToken>, exchange: Exchange, options: TokenProviderOptions = {}): TokenProvider {
+  const now = options.now ?? Date.now;
+  const tracing = options.tracing ?? createTracing({ serviceName: 'obo-middle-tier' });
+  const report = options.onTokenUse ?? (() => {});
   function cacheKey(caller: AuthenticatedCaller, scopes: string[]): string {
     return `${caller.tokenHash}:${normaliseScopes(scopes)}`;
   }
@@ -55,21 +71,39 @@ export function createTokenProvider(
   }
 
   return {
-    async acquire(caller, scopes, options = {}) {
-      const create = async () =>
-        toEntry(
-          caller,
-          await exchange({
-            assertion: caller.token,
-            scopes,
-            tenantId: caller.tenantId,
-            ...(options.claims ? { claims: options.claims } : {}),
-            ...(options.correlationId ? { correlationId: options.correlationId } : {}),
-          }),
-        );
-      const forceRefresh = options.forceRefresh === true || options.claims !== undefined;
-      const { entry, source } = await cache.getOrCreate(cacheKey(caller, scopes), create, { forceRefresh });
-      return { accessToken: entry.value.accessToken, source };
+    acquire(caller, scopes, acquireOptions = {}) {
+      return tracing.span('token cache lookup', async (span) => {
+        let exchangeMs: number | undefined;
+        const create = async () => {
+          const started = performance.now();
+          try {
+            return toEntry(
+              caller,
+              await tracing.span('OBO exchange', () =>
+                exchange({
+                  assertion: caller.token,
+                  scopes,
+                  tenantId: caller.tenantId,
+                  ...(acquireOptions.claims ? { claims: acquireOptions.claims } : {}),
+                  ...(acquireOptions.correlationId ? { correlationId: acquireOptions.correlationId } : {}),
+                }),
+              ),
+            );
+          } finally {
+            exchangeMs = Math.round((performance.now() - started) * 100) / 100;
+          }
+        };
+        const forceRefresh = acquireOptions.forceRefresh === true || acquireOptions.claims !== undefined;
+        try {
+          const { entry, source } = await cache.getOrCreate(cacheKey(caller, scopes), create, { forceRefresh });
+          span.setAttribute('obo.cache.source', source);
+          report({ cache: source === 'created' ? 'exchange' : source, ...(exchangeMs !== undefined ? { exchangeMs } : {}) });
+          return { accessToken: entry.value.accessToken, source };
+        } catch (error) {
+          report(exchangeMs !== undefined ? { cache: 'exchange', exchangeMs } : { cache: 'joined' });
+          throw error;
+        }
+      });
     },
     invalidate(caller, scopes) {
       return cache.invalidate(cacheKey(caller, scopes));

@@ -1,6 +1,6 @@
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
-import { ApiError, NotFoundError } from './errors.js';
+import { ApiError, MethodNotAllowedError, NotFoundError } from './errors.js';
 
 /**
  * Maps every error to HTTP in one place: an ApiError writes its own status, headers and body;
@@ -12,6 +12,8 @@ export function errorHandler(logger: Logger) {
     try {
       await next();
       if (ctx.status === 404 && ctx.body === undefined) throw new NotFoundError();
+      // The router's bare 405 (a known path, another method) gets the same JSON shape.
+      if (ctx.status === 405 && ctx.body === undefined) throw new MethodNotAllowedError(ctx.response.get('allow').split(/\s*,\s*/).filter(Boolean));
     } catch (error) {
       const apiError = error instanceof ApiError ? error : undefined;
       if (!apiError) ((ctx.state as { log?: Logger }).log ?? logger).error({ err: error }, 'unhandled error');

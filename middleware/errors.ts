@@ -135,6 +135,69 @@ export class ForbiddenError extends ApiError {
   readonly code = 'forbidden';
 }
 
+/** 400 `invalid_path`: a proxied path that could leave the downstream (`..`, encoded slashes, a second host). */
+export class InvalidPathError extends ApiError {
+  readonly status = 400;
+  readonly code = 'invalid_path';
+}
+
+/** 400 `invalid_batch`: a JSON batch we refuse before the downstream sees it (too many requests, bad ids). */
+export class InvalidBatchError extends ApiError {
+  readonly status = 400;
+  readonly code = 'invalid_batch';
+}
+
+/** 405 with `Allow`: the method is not allowed for this route or downstream. */
+export class MethodNotAllowedError extends ApiError {
+  readonly status = 405;
+  readonly code = 'method_not_allowed';
+  constructor(readonly allowed: string[]) {
+    super('The method is not allowed here.');
+  }
+  override headers(): Record<string, string> {
+    return { allow: this.allowed.join(', ') };
+  }
+}
+
+/** 413: a request body larger than this API forwards. */
+export class PayloadTooLargeError extends ApiError {
+  readonly status = 413;
+  readonly code = 'payload_too_large';
+  constructor(readonly limitBytes: number) {
+    super(`The request body is larger than ${limitBytes} bytes.`);
+  }
+}
+
+/** 499 (nginx's convention, for the log only): the caller went away before the answer was ready. */
+export class ClientClosedRequestError extends ApiError {
+  readonly status = 499;
+  readonly code = 'client_closed_request';
+  constructor() {
+    super('The client closed the request.');
+  }
+}
+
+/** 411: a request body must declare its length, so the body limit holds before anything reads it. */
+export class LengthRequiredError extends ApiError {
+  readonly status = 411;
+  readonly code = 'length_required';
+  constructor() {
+    super('A request body needs a Content-Length header.');
+  }
+}
+
+/** 429 with `Retry-After`: the caller (a user, or a client address) went over its rate limit. */
+export class TooManyRequestsError extends ApiError {
+  readonly status = 429;
+  readonly code = 'rate_limited';
+  constructor(readonly retryAfterSeconds: number) {
+    super('Too many requests; retry after the time in the Retry-After header.');
+  }
+  override headers(): Record<string, string> {
+    return { 'retry-after': String(Math.max(1, Math.ceil(this.retryAfterSeconds))) };
+  }
+}
+
 /** 404 for an unknown route. */
 export class NotFoundError extends ApiError {
   readonly status = 404;
@@ -160,6 +223,15 @@ export class ServerConfigurationError extends ApiError {
 export class BadGatewayError extends ApiError {
   readonly status = 502;
   readonly code = 'bad_gateway';
+}
+
+/** 504: the downstream did not answer within its timeout. */
+export class GatewayTimeoutError extends ApiError {
+  readonly status = 504;
+  readonly code = 'gateway_timeout';
+  constructor() {
+    super('The downstream API did not answer in time.');
+  }
 }
 
 /** 503 with `Retry-After`: an infrastructure failure (Entra throttling or outage, JWKS down). */

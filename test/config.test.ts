@@ -30,7 +30,18 @@ describe('configuration', () => {
     expect(config.audiences).to.deep.equal([CLIENT, `api://${CLIENT}`]);
     expect(config.requiredScopes).to.deep.equal(['access_as_user']);
     expect(config.allowedTenants).to.deep.equal([]);
-    expect(config.graph).to.deep.equal({ baseUrl: 'https://graph.microsoft.com', scopes: ['https://graph.microsoft.com/.default'], timeoutMs: 30_000 });
+    expect(config.graph).to.deep.equal({
+      name: 'graph',
+      baseUrl: 'https://graph.microsoft.com',
+      scopes: ['https://graph.microsoft.com/.default'],
+      timeoutMs: 30_000,
+      allowedPaths: ['/v1.0/me', '/v1.0/me/**', '/beta/me/**'],
+      allowedMethods: ['GET'],
+      batch: true,
+      maxRetries: 2,
+      maxRetryWaitMs: 10_000,
+    });
+    expect(config.downstreams).to.deep.equal({ graph: config.graph });
     expect(config.tenant).to.deep.equal({ id: TENANT, multiTenant: false });
     expect(config.cache.redis).to.equal(undefined);
     expect(config.cache.l1MaxBytes).to.equal(64 * 1024 * 1024);
@@ -93,6 +104,24 @@ describe('configuration', () => {
     const both = problemsOf({ ...base, REDIS_URL: 'redis://h:1', REDIS_CLUSTER_NODES: 'a:1', CACHE_ENCRYPTION: 'off' });
     expect(both[0]).to.match(/^REDIS_CLUSTER_NODES: set either/);
     expect(problemsOf({ ...base, CACHE_ENCRYPTION_KEYS: 'k1:c2hvcnQ=' })[0]).to.match(/^CACHE_ENCRYPTION_KEYS:/);
+  });
+
+  it('reads cluster nodes as host:port, [ipv6]:port or redis(s) URLs carrying the credentials and TLS of the whole cluster', () => {
+    const cluster = (nodes: string) => loadConfig({ ...base, REDIS_CLUSTER_NODES: nodes, CACHE_ENCRYPTION: 'off' }).cache.redis;
+    expect(cluster('10.0.0.1:6379, [::1]:7000')).to.deep.equal({ clusterNodes: ['10.0.0.1:6379', '[::1]:7000'] });
+    expect(cluster('rediss://app:p%40ss@node-1:6380,node-2:6380,rediss://app:p%40ss@[fd00::2]')).to.deep.equal({
+      clusterNodes: ['node-1:6380', 'node-2:6380', '[fd00::2]:6379'],
+      username: 'app',
+      password: 'p@ss',
+      tls: true,
+    });
+    const nodes = 'node-1,redis://:hunter2@h:1/3,redis://:hunter2@h:1,rediss://:hunter3@h:2';
+    const bad = problemsOf({ ...base, REDIS_CLUSTER_NODES: nodes, CACHE_ENCRYPTION: 'off' });
+    expect(bad).to.deep.equal([
+      'REDIS_CLUSTER_NODES: entry 1: expected host:port, [ipv6]:port or redis[s]://[user:password@]host[:port]',
+      'REDIS_CLUSTER_NODES: entry 2: expected host:port, [ipv6]:port or redis[s]://[user:password@]host[:port]',
+      'REDIS_CLUSTER_NODES: entry 4: every redis:// or rediss:// entry must give the same scheme, user and password',
+    ]);
   });
 
   it('stops the real entry point with one clear message, no stack trace and no secret', async () => {

@@ -628,5 +628,29 @@ describe('Entra ID + Graph emulator', function () {
         await o.close();
       }
     });
+
+    it('syntheticUsers: any GUID oid of the home tenant exchanges through msal and is /me on Graph; other oids are still refused', async () => {
+      const o = await startEmulator({ syntheticUsers: true });
+      try {
+        const oids = ['5e000000-0000-4000-8000-000000000001', '5e000000-0000-4000-8000-000000000002'];
+        for (const oid of oids) {
+          const result = await obo(client(o), o.mint({ extraClaims: { oid } }), ['https://graph.microsoft.com/.default']);
+          expect(claimsOf(result.accessToken).oid).to.equal(oid);
+          const me = await graph(o, '/v1.0/me', result.accessToken);
+          expect(me.status).to.equal(200);
+          expect(me.body).to.include({ id: oid });
+        }
+        const refusal = async (emulator: Emulator, assertion: string, tenant?: string): Promise<unknown[]> => {
+          const reply = await tokenRequest(emulator, oboParams(emulator, { assertion }), tenant ? { tenant } : {});
+          return [reply.status, reply.body.error_codes];
+        };
+        expect(await refusal(o, o.mint({ extraClaims: { oid: 'not-a-guid' } }))).to.deep.equal([400, [50034]]);
+        expect(await refusal(o, o.mint({ user: 'carol', extraClaims: { oid: oids[0] } }), o.otherTenant.id)).to.deep.equal([400, [50034]]);
+        // Without the option an unknown oid is no user at all.
+        expect(await refusal(e, e.mint({ extraClaims: { oid: oids[0] } }))).to.deep.equal([400, [50034]]);
+      } finally {
+        await o.close();
+      }
+    });
   });
 });

@@ -73,6 +73,7 @@ export class GraphService {
       const { value, ...others } = response.json as Json;
       response.json = { ...others, '@odata.nextLink': fault.nextLink, value };
     }
+    if (fault?.headers) response.headers = { ...response.headers, ...fault.headers };
     return response;
   }
 
@@ -281,7 +282,7 @@ const DEFAULT_FAULTS: Record<number, [string, string]> = {
 
 /** The response an injected fault produces, or undefined for a delay-only fault. */
 function faultResponse(fault: GraphFault, ids: GraphIds): GraphResponse | undefined {
-  const headers: Record<string, string> = {};
+  const headers: Record<string, string> = { ...fault.headers };
   if (fault.retryAfter !== undefined) headers['Retry-After'] = String(fault.retryAfter);
   if (fault.caeClaims !== undefined) {
     const json = caeClaimsJson(fault.caeClaims);

@@ -34,6 +34,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
   const state = new EmulatorState(directory, ring, {
     issuerStyle: options.issuerStyle ?? 'microsoft',
     accessTokenLifetimeSeconds: options.accessTokenLifetimeSeconds ?? 3599,
+    syntheticUsers: options.syntheticUsers ?? false,
   });
   const tokens = new TokenFactory(state);
 
@@ -52,6 +53,7 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
       query: [...new Set(ctx.url.searchParams.keys())],
       status: ctx.res.headersSent ? ctx.res.statusCode : 0,
       formParams: ctx.note.formParams ?? [],
+      headers: Object.keys(ctx.req.headers),
       ...(ctx.note.scope !== undefined ? { scope: ctx.note.scope } : {}),
       ...(ctx.note.grantType !== undefined ? { grantType: ctx.note.grantType } : {}),
       ...(ctx.note.clientRequestId !== undefined ? { clientRequestId: ctx.note.clientRequestId } : {}),

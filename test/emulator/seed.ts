@@ -198,6 +198,12 @@ function user(
   };
 }
 
+/** A user made up from any `oid` (the `syntheticUsers` option): plain, no photo, no groups. */
+export function syntheticUser(tenant: Tenant, oid: string): DirectoryUser {
+  const short = oid.slice(0, 8);
+  return { ...user(tenant, oid, `user-${oid}`, 'Synthetic', short, null, false, []), displayName: `Synthetic User ${short}` };
+}
+
 function messages(owner: DirectoryUser, count: number): Message[] {
   const subjects = ['Quarterly review', 'Build failed', 'Lunch?', 'Design doc feedback', 'Release notes', 'Welcome aboard'];
   const start = Date.parse('2025-01-31T12:00:00Z');

@@ -3,10 +3,11 @@
 import { randomBytes } from 'node:crypto';
 import { Faults } from './faults.js';
 import type { KeyRing, SigningKey } from './keys.js';
-import { DEFAULT_CONSENT, MSA_TENANT_ID, type Directory, type DirectoryUser, type Tenant } from './seed.js';
+import { DEFAULT_CONSENT, MSA_TENANT_ID, syntheticUser, type Directory, type DirectoryUser, type Tenant } from './seed.js';
 import type { Counters, RequestLogEntry, UserFlags, UserName } from './types.js';
 
 const LOG_LIMIT = 5_000;
+const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface GraphTokenRecord {
   uti: string;
@@ -38,11 +39,13 @@ export class EmulatorState {
   readonly pagingSecret = randomBytes(32);
   private log: RequestLogEntry[] = [];
   private flags = new Map<UserName, UserFlags>();
+  /** Users made up from unknown oids (option `syntheticUsers`), by oid. */
+  private readonly synthetic = new Map<string, DirectoryUser>();
 
   constructor(
     readonly directory: Directory,
     readonly keys: KeyRing,
-    readonly options: { issuerStyle: 'microsoft' | 'origin'; accessTokenLifetimeSeconds: number },
+    readonly options: { issuerStyle: 'microsoft' | 'origin'; accessTokenLifetimeSeconds: number; syntheticUsers: boolean },
   ) {
     this.resetFlags();
   }
@@ -79,7 +82,14 @@ export class EmulatorState {
   }
 
   userByOid(tid: unknown, oid: unknown): DirectoryUser | undefined {
-    return this.directory.users.find((u) => u.tenantId === tid && u.id === oid);
+    const seeded = this.directory.users.find((u) => u.tenantId === tid && u.id === oid);
+    if (seeded || !this.options.syntheticUsers || tid !== this.directory.tenant.id || typeof oid !== 'string' || !GUID.test(oid)) return seeded;
+    let user = this.synthetic.get(oid);
+    if (!user) {
+      user = syntheticUser(this.directory.tenant, oid);
+      this.synthetic.set(oid, user);
+    }
+    return user;
   }
 
   nameOf(user: DirectoryUser): UserName | undefined {
@@ -89,7 +99,8 @@ export class EmulatorState {
 
   flagsOf(user: DirectoryUser): UserFlags | undefined {
     const name = this.nameOf(user);
-    return name ? this.flags.get(name) : undefined;
+    if (name) return this.flags.get(name);
+    return this.synthetic.get(user.id) === user ? { consented: true, consentedScopes: [...DEFAULT_CONSENT], mfaRequired: false, caClaims: null } : undefined;
   }
 
   setUser(name: UserName, flags: Partial<UserFlags>): void {

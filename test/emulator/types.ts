@@ -10,6 +10,11 @@ export interface EmulatorOptions {
   issuerStyle?: 'microsoft' | 'origin';
   /** Lifetime of the Graph tokens the /token endpoint issues (expires_in). Default 3599. */
   accessTokenLifetimeSeconds?: number;
+  /**
+   * Any GUID `oid` in the home tenant is a user who consented like alice (no MFA, no groups),
+   * so load tests can exchange for many distinct users: `mint({ extraClaims: { oid } })`. Default false.
+   */
+  syntheticUsers?: boolean;
 }
 
 export interface EmulatorUser {
@@ -47,6 +52,8 @@ export interface RequestLogEntry {
   status: number;
   /** Names of form parameters (values are never logged). */
   formParams: string[];
+  /** Names of the request headers, lower case (values are never logged). */
+  headers?: string[];
   scope?: string;
   grantType?: string;
   clientRequestId?: string;
@@ -148,6 +155,8 @@ export interface GraphFault {
   body?: 'non-json';
   /** Replaces the `@odata.nextLink` of the matched (successful) page, e.g. with an off-host URL. */
   nextLink?: string;
+  /** Extra response headers (Set-Cookie, Location, …), on the fault's answer or the normal one. */
+  headers?: Record<string, string>;
   delayMs?: number;
   times?: number | 'always';
 }
