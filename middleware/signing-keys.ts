@@ -32,6 +32,15 @@ export function createSigningKeys(jwksUri: string, options: SigningKeysOptions):
     timeoutDuration: options.timeoutMs ?? 5_000,
   });
   let refreshedAt = now();
+  // Keys seen in the published set, by kid (only read after jose verified a signature with the kid).
+  const publishedByKid = new Map<string, JWK & { issuer?: unknown }>();
+  function published(kid: string): (JWK & { issuer?: unknown }) | undefined {
+    // jose's jwks() deep-clones the whole set on every call: look it up again only for a new kid.
+    if (!publishedByKid.has(kid)) {
+      for (const key of remote.jwks()?.keys ?? []) if (key.kid) publishedByKid.set(key.kid, key);
+    }
+    return publishedByKid.get(kid);
+  }
   // After a failed fetch, unknown kids fail fast for a while instead of each refetching.
   let failedAt = Number.NEGATIVE_INFINITY;
   const failureBackoffMs = Math.min(options.cooldownMs, 5_000);
@@ -43,7 +52,7 @@ export function createSigningKeys(jwksUri: string, options: SigningKeysOptions):
         remote.reload().catch(() => {}); // the keys we hold keep working meanwhile
       }
       const retryInMs = failedAt + failureBackoffMs - now();
-      if (retryInMs > 0 && !remote.jwks()?.keys.some((key) => key.kid === header.kid)) {
+      if (retryInMs > 0 && (header.kid === undefined || !published(header.kid))) {
         throw unavailable(retryInMs / 1000);
       }
       try {
@@ -56,9 +65,7 @@ export function createSigningKeys(jwksUri: string, options: SigningKeysOptions):
         throw unavailable(failureBackoffMs / 1000);
       }
     },
-    published(kid) {
-      return remote.jwks()?.keys.find((key) => key.kid === kid);
-    },
+    published,
   };
 }
 
