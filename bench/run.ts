@@ -346,7 +346,8 @@ async function fillCaches(users: number, instance: ApiInstance, context: RunCont
 /**
  * Rounds of every path under load, then every path and a bare Redis GET with one connection.
  * Rounds run forward, then backward (ABBA): a drifting machine favours no path, and the pairs
- * compared (ceiling and L1, L1 and L2, L2 and the bare GET) always run back to back.
+ * compared (ceiling and L1, L1 and L2, L2 and the bare GET) always run back to back. Each
+ * segment under load starts after a full garbage collection in the instance it measures.
  */
 async function measureRounds(users: number, instances: Instances, context: RunContext): Promise<{ phases: PhaseResult[]; redisGet: UsersRun['redisGet'] }> {
   const { settings, emulator, load, log } = context;
@@ -363,7 +364,8 @@ async function measureRounds(users: number, instances: Instances, context: RunCo
     const order = round % 2 === 1 ? PHASES : [...PHASES].reverse();
     for (const name of order) {
       const instance = instances[PATHS[name].instance];
-      const before = { stats: await instance.stats(), exchanges: emulator.counters.token };
+      // A full collection first: no path pays for the garbage another one left (GET /api/me leaves most).
+      const before = { stats: await instance.stats(true), exchanges: emulator.counters.token };
       const result = await load.call<HttpResult>({ kind: 'http', url: url(name), users, seconds: settings.seconds, connections: settings.connections });
       accumulate(totals, name, result, before, { stats: await instance.stats(), exchanges: emulator.counters.token });
     }
