@@ -1,7 +1,7 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createApp } from './app.js';
-import { ConfigError, environmentWithDotenv, loadConfig, type Config } from './config.js';
+import { ConfigError, environmentWithDotenv, loadConfig, type Config } from './config/load-config.js';
 import { gracefulShutdown } from './graceful-shutdown.js';
 
 /** The process entry: configuration, the service, an HTTP server, and a clean stop on signals. */

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { RateLimiterMemory, RateLimiterRedis, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import { createRedisConnection } from '../cache/index.js';
-import type { Config } from './config.js';
+import type { Config } from './config/load-config.js';
 
 export interface RateLimiters {
   /** Absent when the limit is 0 (off). */

@@ -15,7 +15,7 @@ import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createApp } from '../api/app.js';
-import { loadConfig } from '../api/config.js';
+import { loadConfig } from '../api/config/load-config.js';
 import type { AuthState } from '../middleware/authenticate.js';
 
 export interface InstanceStats {

@@ -1,6 +1,6 @@
 import type { Context, Next } from 'koa';
-import type { AccessTokenValidator, AuthenticatedCaller } from './access-token.js';
-import { InvalidRequestError, InvalidTokenError, MissingCredentialsError } from './errors.js';
+import type { AccessTokenValidator, AuthenticatedCaller } from './bearer/validator.js';
+import { InvalidRequestError, InvalidTokenError, MissingCredentialsError } from '../api/errors.js';
 
 /** Longest token accepted, checked before anything is decoded (Entra tokens are 1-4 KiB). */
 export const MAX_TOKEN_BYTES = 8 * 1024;

@@ -1,5 +1,5 @@
 import type { Context, Next } from 'koa';
-import { LengthRequiredError, PayloadTooLargeError } from './errors.js';
+import { LengthRequiredError, PayloadTooLargeError } from '../api/errors.js';
 
 /**
  * Refuses a request body over `maxBytes` before anything reads it. A body must declare its

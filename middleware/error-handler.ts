@@ -1,6 +1,6 @@
 import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
-import { ApiError, MethodNotAllowedError, NotFoundError } from './errors.js';
+import { ApiError, MethodNotAllowedError, NotFoundError } from '../api/errors.js';
 
 /**
  * Maps every error to HTTP in one place: an ApiError writes its own status, headers and body;

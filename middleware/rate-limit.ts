@@ -2,8 +2,8 @@ import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
 import { RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { AuthState } from './authenticate.js';
-import { TooManyRequestsError } from './errors.js';
-import { userReference } from './user-reference.js';
+import { TooManyRequestsError } from '../api/errors.js';
+import { userReference } from './bearer/user-reference.js';
 
 /**
  * Counts each request against a limiter under the key `keyOf` gives (none = not counted) and

@@ -4,8 +4,8 @@ import type { Context, Next } from 'koa';
 import type { Logger } from 'pino';
 import type { AuthState } from './authenticate.js';
 import { matchedRoute } from './matched-route.js';
-import { parseTraceContext, type TraceContext } from './trace-context.js';
-import { userReference } from './user-reference.js';
+import { parseTraceContext, type TraceContext } from '../api/observability/trace-context.js';
+import { userReference } from './bearer/user-reference.js';
 
 export interface RequestState {
   /** The caller's id when it sent a sane one, else a new UUID; returned in `x-request-id`. */

@@ -3,7 +3,7 @@ import { ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_HTTP_ROU
 import type { Context, Next } from 'koa';
 import { matchedRoute } from './matched-route.js';
 import type { RequestState } from './request-context.js';
-import type { TraceContext } from './trace-context.js';
+import type { TraceContext } from '../api/observability/trace-context.js';
 
 export interface RequestTracer {
   /**

@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { Context } from 'koa';
-import { NotFoundError } from '../../middleware/errors.js';
+import { NotFoundError } from '../errors.js';
 
 /** swagger-ui-dist, from node_modules: the reference page works offline and with no CDN. */
 const SWAGGER_UI_DIR = dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));

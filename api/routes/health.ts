@@ -1,6 +1,6 @@
 import type { Context } from 'koa';
 import type { TieredCache } from '../../cache/index.js';
-import type { OpenIdMetadataSource } from '../../middleware/openid-metadata.js';
+import type { OpenIdMetadataSource } from '../../middleware/bearer/openid-metadata.js';
 
 /** GET /healthz: the process is alive. Never depends on anything outside it. */
 export function livenessRoute() {

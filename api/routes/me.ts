@@ -1,7 +1,7 @@
 import type { Context } from 'koa';
 import type { AuthState } from '../../middleware/authenticate.js';
 import type { RequestState } from '../../middleware/request-context.js';
-import type { DownstreamClient } from '../downstream-client.js';
+import type { DownstreamClient } from '../downstream/client.js';
 import { clientRequestId, disconnectSignal, relayDownstreamResponse } from './relay.js';
 
 /** GET /api/me: Graph `/v1.0/me` as the caller; status, body and content type as Graph sent them. */

@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Context } from 'koa';
 import type { Registry } from 'prom-client';
-import { InvalidTokenError, MissingCredentialsError } from '../../middleware/errors.js';
+import { InvalidTokenError, MissingCredentialsError } from '../errors.js';
 
 /**
  * GET /metrics: the app's registry in Prometheus text format. With METRICS_TOKEN set, only a

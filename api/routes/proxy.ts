@@ -1,12 +1,12 @@
 import type { Context } from 'koa';
 import type { AuthState } from '../../middleware/authenticate.js';
-import { ForbiddenError, InvalidBatchError, MethodNotAllowedError, NotFoundError } from '../../middleware/errors.js';
+import { ForbiddenError, InvalidBatchError, MethodNotAllowedError, NotFoundError } from '../errors.js';
 import type { RequestState } from '../../middleware/request-context.js';
-import type { DownstreamClient } from '../downstream-client.js';
-import { checkGraphBatch } from '../graph-batch.js';
-import { proxyLinkRewrite } from '../odata-links.js';
-import { compileAllowList, type PathAllowList } from '../path-allow-list.js';
-import { parseProxyPath } from '../proxy-path.js';
+import type { DownstreamClient } from '../downstream/client.js';
+import { checkGraphBatch } from '../downstream/graph-batch.js';
+import { proxyLinkRewrite } from '../downstream/odata-links.js';
+import { compileAllowList, type PathAllowList } from '../downstream/path-allow-list.js';
+import { parseProxyPath } from '../downstream/proxy-path.js';
 import { clientRequestId, disconnectSignal, readRequestBody, relayDownstreamResponse } from './relay.js';
 
 /** Graph's simple-upload limit; larger request bodies get a 413. */

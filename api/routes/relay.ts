@@ -1,9 +1,9 @@
 import type { IncomingMessage } from 'node:http';
 import type { Context } from 'koa';
-import { ApiError, BadGatewayError, ClientClosedRequestError, GatewayTimeoutError, PayloadTooLargeError } from '../../middleware/errors.js';
+import { ApiError, BadGatewayError, ClientClosedRequestError, GatewayTimeoutError, PayloadTooLargeError } from '../errors.js';
 import { SAFE_ID, type RequestState } from '../../middleware/request-context.js';
-import type { DownstreamResponse } from '../downstream-client.js';
-import { rewriteODataLinks, type LinkRewrite } from '../odata-links.js';
+import type { DownstreamResponse } from '../downstream/client.js';
+import { rewriteODataLinks, type LinkRewrite } from '../downstream/odata-links.js';
 
 /** Aborted when the caller goes away before its response is complete: cancels the upstream call. */
 export function disconnectSignal(ctx: Context): AbortSignal {

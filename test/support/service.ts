@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import supertest from 'supertest';
 import { createApp, type AppDependencies, type Service } from '../../api/app.js';
-import { loadConfig, type Config, type Environment } from '../../api/config.js';
+import { loadConfig, type Config, type Environment } from '../../api/config/load-config.js';
 import type { Emulator } from '../emulator/index.js';
 import { contractCheckedAgent, contractGuard, loadContract } from './openapi-contract.js';
 

@@ -1,0 +1,149 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import {
+  INVALID_SPAN_CONTEXT,
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  createTraceState,
+  isSpanContextValid,
+  trace,
+  type Attributes,
+  type Context,
+  type Span,
+  type SpanContext,
+} from '@opentelemetry/api';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import {
+  AlwaysOnSampler,
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  ParentBasedSampler,
+  SimpleSpanProcessor,
+  type SpanExporter,
+  type SpanProcessor,
+} from '@opentelemetry/sdk-trace-base';
+import { ATTR_ERROR_TYPE, ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
+import type { RequestTracer } from '../../middleware/request-span.js';
+import { formatTraceparent, type TraceContext } from './trace-context.js';
+
+export interface TracingOptions {
+  serviceName: string;
+  /** OTLP/HTTP base URL: spans are batched to `<it>/v1/traces`. */
+  otlpEndpoint?: string;
+  /** Instead of OTLP (tests): every span is handed to it as it ends. */
+  exporter?: SpanExporter;
+}
+
+export interface SpanOptions {
+  kind?: SpanKind;
+  attributes?: Attributes;
+}
+
+/** OpenTelemetry tracing for one app: its own provider and context, nothing global. */
+export interface Tracing extends RequestTracer {
+  readonly enabled: boolean;
+  /** Runs `work` in a child span of the current one, ending it after; errors mark it failed. */
+  span<T>(name: string, work: (span: Span) => Promise<T>, options?: SpanOptions): Promise<T>;
+  /** A child span of the current one that the caller ends (work that ends in callbacks). */
+  startSpan(name: string, options?: SpanOptions): Span;
+  /** `traceparent` (and `tracestate`) naming `span` as the parent, for an outgoing request. */
+  propagationHeaders(span: Span): Record<string, string>;
+  /** Flushes and stops the exporter. */
+  close(): Promise<void>;
+}
+
+const NO_SPAN = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+
+/**
+ * Tracing is on when an OTLP endpoint (or, in tests, an exporter) is given. The current span
+ * travels in an AsyncLocalStorage of this app, so spans nest across awaits without registering
+ * a global context manager or provider: many apps in one process trace independently.
+ * Off, nothing is recorded, but a caller's `traceparent` still reaches the downstream unchanged.
+ */
+export function createTracing(options: TracingOptions): Tracing {
+  const contexts = new AsyncLocalStorage<Context>();
+  const current = (): Context => contexts.getStore() ?? ROOT_CONTEXT;
+  const parentOf = (incoming: TraceContext | undefined): Context =>
+    incoming ? trace.setSpanContext(ROOT_CONTEXT, remoteSpanContext(incoming)) : ROOT_CONTEXT;
+
+  const processor = spanProcessor(options);
+  if (!processor) {
+    return {
+      enabled: false,
+      traceRequest: (incoming, handle) => (incoming ? contexts.run(parentOf(incoming), () => handle(NO_SPAN)) : handle(NO_SPAN)),
+      span: (_name, work) => work(NO_SPAN),
+      // Carries the caller's context, so propagationHeaders() passes it on unchanged.
+      startSpan: () => trace.getSpan(current()) ?? NO_SPAN,
+      propagationHeaders,
+      close: async () => {},
+    };
+  }
+
+  const provider = new BasicTracerProvider({
+    resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: options.serviceName }),
+    sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }),
+    spanProcessors: [processor],
+  });
+  const tracer = provider.getTracer('obo-middle-tier');
+
+  async function within<T>(span: Span, parent: Context, work: (span: Span) => Promise<T>): Promise<T> {
+    try {
+      return await contexts.run(trace.setSpan(parent, span), () => work(span));
+    } catch (error) {
+      span.setStatus({ code: SpanStatusCode.ERROR });
+      span.setAttribute(ATTR_ERROR_TYPE, errorType(error));
+      throw error;
+    } finally {
+      span.end();
+    }
+  }
+
+  return {
+    enabled: true,
+    traceRequest(incoming, handle) {
+      const parent = parentOf(incoming);
+      return within(tracer.startSpan('HTTP request', { kind: SpanKind.SERVER }, parent), parent, handle);
+    },
+    span(name, work, spanOptions = {}) {
+      const parent = current();
+      return within(tracer.startSpan(name, spanOptions, parent), parent, work);
+    },
+    startSpan: (name, spanOptions = {}) => tracer.startSpan(name, spanOptions, current()),
+    propagationHeaders,
+    close: () => provider.shutdown(),
+  };
+}
+
+function spanProcessor(options: TracingOptions): SpanProcessor | undefined {
+  if (options.exporter) return new SimpleSpanProcessor(options.exporter);
+  if (options.otlpEndpoint) return new BatchSpanProcessor(new OTLPTraceExporter({ url: `${options.otlpEndpoint}/v1/traces` }));
+  return undefined;
+}
+
+function remoteSpanContext(incoming: TraceContext): SpanContext {
+  return {
+    traceId: incoming.traceId,
+    spanId: incoming.spanId,
+    traceFlags: incoming.flags,
+    isRemote: true,
+    ...(incoming.tracestate ? { traceState: createTraceState(incoming.tracestate) } : {}),
+  };
+}
+
+function propagationHeaders(span: Span): Record<string, string> {
+  const context = span.spanContext();
+  if (!isSpanContextValid(context)) return {};
+  const tracestate = context.traceState?.serialize();
+  return {
+    traceparent: formatTraceparent(context.traceId, context.spanId, context.traceFlags),
+    ...(tracestate ? { tracestate } : {}),
+  };
+}
+
+/** Our stable error codes (never a message: it could carry what a span must not). */
+function errorType(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string') return code;
+  return error instanceof Error ? error.name : 'unknown';
+}

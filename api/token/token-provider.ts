@@ -1,0 +1,117 @@
+import type { CacheEntry, CacheSource, TieredCache } from '../../cache/index.js';
+import type { AuthenticatedCaller } from '../../middleware/bearer/validator.js';
+import type { Exchange, ExchangedToken } from './exchange.js';
+import { createTracing, type Tracing } from '../observability/tracing.js';
+
+/** What the cache holds for one (assertion, scope set): the downstream token and its expiry. */
+export interface CachedToken {
+  accessToken: string;
+  expiresOn: number;
+}
+
+export interface DownstreamToken {
+  accessToken: string;
+  /** Where it came from: l1, l2, created (an exchange), joined (another request's exchange). */
+  source: CacheSource;
+}
+
+export interface AcquireOptions {
+  /** Skip the cached entry and replace it (after a downstream 401). */
+  forceRefresh?: boolean;
+  /** A claims challenge to satisfy: always a fresh exchange. */
+  claims?: string;
+  correlationId?: string;
+}
+
+/** How one acquisition was served, for the request's log line. */
+export interface TokenUse {
+  /** l1 / l2: from the cache; exchange: this request exchanged; joined: it shared another's exchange. */
+  cache: 'l1' | 'l2' | 'exchange' | 'joined';
+  /** Time this request spent in its own exchange, ms. */
+  exchangeMs?: number;
+}
+
+export interface TokenProviderOptions {
+  now?: () => number;
+  /** Spans for the cache lookup and, inside it, the exchange. */
+  tracing?: Tracing;
+  /** Told how each acquisition was served (also when it failed). */
+  onTokenUse?: (use: TokenUse) => void;
+}
+
+export interface TokenProvider {
+  acquire(caller: AuthenticatedCaller, scopes: string[], options?: AcquireOptions): Promise<DownstreamToken>;
+  invalidate(caller: AuthenticatedCaller, scopes: string[]): Promise<void>;
+}
+
+/** A cached token is dropped this long before it expires, so a downstream call never carries a dying one. */
+const EXPIRY_MARGIN_MS = 60_000;
+/** Refresh ahead in the last five minutes (msal-node treats tokens as expired from then on). */
+const REFRESH_WINDOW_MS = 5 * 60_000;
+
+/**
+ * Validated caller in, downstream access token out: the cache in front of the exchange.
+ * The partition is the SHA-256 of the caller's token, so one user's tokens are never served to
+ * another, and a new token (after a claims challenge, say) starts a new partition.
+ */
+export function createTokenProvider(cache: TieredCache<CachedToken>, exchange: Exchange, options: TokenProviderOptions = {}): TokenProvider {
+  const now = options.now ?? Date.now;
+  const tracing = options.tracing ?? createTracing({ serviceName: 'obo-middle-tier' });
+  const report = options.onTokenUse ?? (() => {});
+  function cacheKey(caller: AuthenticatedCaller, scopes: string[]): string {
+    return `${caller.tokenHash}:${normaliseScopes(scopes)}`;
+  }
+
+  function toEntry(caller: AuthenticatedCaller, token: ExchangedToken): CacheEntry<CachedToken> {
+    const issuedAt = now();
+    // Nobody can present the assertion after it expires, so its partition need not outlive it.
+    const expiresAt = Math.min(token.expiresOn - EXPIRY_MARGIN_MS, caller.expiresAt);
+    const refreshAt = Math.max(token.refreshOn ?? token.expiresOn - REFRESH_WINDOW_MS, issuedAt + (expiresAt - issuedAt) / 2);
+    return { value: { accessToken: token.accessToken, expiresOn: token.expiresOn }, expiresAt, refreshAt };
+  }
+
+  return {
+    acquire(caller, scopes, acquireOptions = {}) {
+      return tracing.span('token cache lookup', async (span) => {
+        let exchangeMs: number | undefined;
+        const create = async () => {
+          const started = performance.now();
+          try {
+            return toEntry(
+              caller,
+              await tracing.span('OBO exchange', () =>
+                exchange({
+                  assertion: caller.token,
+                  scopes,
+                  tenantId: caller.tenantId,
+                  ...(acquireOptions.claims ? { claims: acquireOptions.claims } : {}),
+                  ...(acquireOptions.correlationId ? { correlationId: acquireOptions.correlationId } : {}),
+                }),
+              ),
+            );
+          } finally {
+            exchangeMs = Math.round((performance.now() - started) * 100) / 100;
+          }
+        };
+        const forceRefresh = acquireOptions.forceRefresh === true || acquireOptions.claims !== undefined;
+        try {
+          const { entry, source } = await cache.getOrCreate(cacheKey(caller, scopes), create, { forceRefresh });
+          span.setAttribute('obo.cache.source', source);
+          report({ cache: source === 'created' ? 'exchange' : source, ...(exchangeMs !== undefined ? { exchangeMs } : {}) });
+          return { accessToken: entry.value.accessToken, source };
+        } catch (error) {
+          report(exchangeMs !== undefined ? { cache: 'exchange', exchangeMs } : { cache: 'joined' });
+          throw error;
+        }
+      });
+    },
+    invalidate(caller, scopes) {
+      return cache.invalidate(cacheKey(caller, scopes));
+    },
+  };
+}
+
+/** Scope sets compare as sets: order and case do not make a new partition. */
+function normaliseScopes(scopes: string[]): string {
+  return [...new Set(scopes.map((scope) => scope.toLowerCase()))].sort().join(' ');
+}

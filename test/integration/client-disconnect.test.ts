@@ -1,0 +1,42 @@
+// Found by the benchmark: callers that hang up mid-request (load balancers, impatient clients,
+// autocannon stopping) must never take the process down.
+import { connect } from 'node:net';
+import { expect } from 'chai';
+import { startEmulator, type Emulator } from '../emulator/index.js';
+import { startService, type TestService } from '../support/service.js';
+
+describe('callers that disconnect mid-request', () => {
+  let emulator: Emulator;
+  let api: TestService;
+
+  before(async () => {
+    emulator = await startEmulator();
+    api = await startService(emulator);
+  });
+  after(async () => {
+    await api?.close();
+    await emulator?.close();
+  });
+
+  it('GET /api/me: 300 callers hanging up at staggered moments leave the service answering', async () => {
+    const token = emulator.mint();
+    await api.request.get('/api/me').set('authorization', `Bearer ${token}`).expect(200);
+    const { port } = new URL(api.baseUrl);
+    // 0 to 6 ms after sending: before, during and after the Graph call and the relay of its body.
+    for (let i = 0; i < 300; i++) {
+      await new Promise<void>((resolve, reject) => {
+        const socket = connect(Number(port), '127.0.0.1', () => {
+          socket.write(`GET /api/me HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${token}\r\n\r\n`);
+          setTimeout(() => {
+            socket.destroy();
+            resolve();
+          }, (i % 30) * 0.2);
+        });
+        socket.once('error', reject);
+      });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const response = await api.request.get('/api/me').set('authorization', `Bearer ${token}`).expect(200);
+    expect(response.body.id).to.equal(emulator.users.alice.oid);
+  });
+});
