@@ -142,6 +142,12 @@ export const errors = {
     code: 700022,
     message: `The provided value for the input parameter scope is not valid because it contains more than one resource. Scope ${scope} is not valid.`,
   }),
+  clientCredentialsScope: (scope: string): EntraError => ({
+    status: 400,
+    error: 'invalid_scope',
+    code: 1002012,
+    message: `The provided value for scope ${scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).`,
+  }),
   invalidScope: (scope: string, why: string): EntraError => ({
     status: 400,
     error: 'invalid_scope',

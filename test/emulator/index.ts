@@ -1,6 +1,6 @@
 // Local Microsoft Entra ID + Microsoft Graph emulator: two HTTPS servers on 127.0.0.1 that
 // real @azure/msal-node and jose talk to unchanged. Each startEmulator() call is independent.
-import { createPrivateKey } from 'node:crypto';
+import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -134,6 +134,27 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
       faults,
       keys,
       setUser: (name, flags) => state.setUser(name, flags),
+      credentials: {
+        addSecret: () => {
+          const value = `emu~${randomBytes(27).toString('base64url')}`;
+          api.secrets.push({ value, expiresAt: Date.now() + 365 * 86_400_000 });
+          return value;
+        },
+        removeSecret: (value) => {
+          api.secrets = api.secrets.filter((secret) => secret.value !== value);
+        },
+        addCertificate: (certificatePem) => {
+          const certificate = new X509Certificate(certificatePem);
+          const hex = (fingerprint: string): string => fingerprint.replaceAll(':', '').toLowerCase();
+          api.certificates.push({ sha1Hex: hex(certificate.fingerprint), sha256Hex: hex(certificate.fingerprint256), certificatePem });
+        },
+        removeCertificate: (thumbprint) => {
+          api.certificates = api.certificates.filter((c) => c.sha256Hex.toLowerCase() !== thumbprint.toLowerCase());
+        },
+      },
+      setAppTokenLifetime: (seconds) => {
+        state.appTokenLifetimeSeconds = seconds;
+      },
       reset: () => state.reset(),
       close: closeAll,
     };

@@ -32,7 +32,9 @@ export type TenantRef =
 export class EmulatorState {
   authorityHost = '';
   graphBaseUrl = '';
-  readonly counters: Counters = { token: 0, jwks: 0, openidConfiguration: 0, graph: 0, instanceDiscovery: 0 };
+  readonly counters: Counters = { token: 0, clientCredentials: 0, jwks: 0, openidConfiguration: 0, graph: 0, instanceDiscovery: 0 };
+  /** Lifetime of app tokens from the client-credentials grant (a test shortens it). */
+  appTokenLifetimeSeconds = 3599;
   readonly faults = new Faults();
   readonly graphTokens = new Map<string, GraphTokenRecord>();
   /** Keys skiptokens so a client cannot forge or reuse them across instances. */
@@ -127,6 +129,7 @@ export class EmulatorState {
     this.faults.clear();
     this.keys.reset();
     this.resetFlags();
+    this.appTokenLifetimeSeconds = 3599;
     this.log = [];
   }
 

@@ -2,6 +2,7 @@
 // (research entra-and-graph.md §8.3) and Entra's error and success shapes.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { authenticateClient, parseBasic } from './client-auth.js';
+import { CLIENT_CREDENTIALS, issueClientCredentialsToken } from './client-credentials.js';
 import { entraErrorBody, entraHeaders, errors, sendEntraError, type EntraError } from './entra-errors.js';
 import { header, readBody, sendJson, sendText, sleep, type HttpContext } from './http.js';
 import { b64urlJson, decodeJwt, isJsonObject, verifyRsa } from './jwt.js';
@@ -67,9 +68,13 @@ export async function handleTokenRequest(ctx: HttpContext, state: EmulatorState,
     }
   }
 
-  // 4. Only the on-behalf-of grant is emulated.
-  if (grantType !== JWT_BEARER) return fail(errors.unsupportedGrant(grantType));
-  if (form.get('requested_token_use') !== 'on_behalf_of') return fail(errors.unsupportedGrant(`${grantType} with requested_token_use '${form.get('requested_token_use') ?? ''}'`));
+  if (grantType === CLIENT_CREDENTIALS && !form.get('scope')) return fail(errors.missingParameter('scope'));
+
+  // 4. The on-behalf-of and client-credentials grants are emulated.
+  if (grantType !== JWT_BEARER && grantType !== CLIENT_CREDENTIALS) return fail(errors.unsupportedGrant(grantType));
+  if (grantType === JWT_BEARER && form.get('requested_token_use') !== 'on_behalf_of') {
+    return fail(errors.unsupportedGrant(`${grantType} with requested_token_use '${form.get('requested_token_use') ?? ''}'`));
+  }
 
   // 5. Client.
   const { api, otherApi, spa } = state.directory;
@@ -80,6 +85,14 @@ export async function handleTokenRequest(ctx: HttpContext, state: EmulatorState,
   // 6. Client credential.
   const auth = authenticateClient({ app, form, basic, audiences: assertionAudiences(state, ref, tenantSegment) });
   if (!auth.ok) return fail(auth.error);
+
+  if (grantType === CLIENT_CREDENTIALS) {
+    // An app token is issued in a named tenant: common/organizations have no service principal.
+    if (ref.kind !== 'tenant') return fail(errors.tenantNotFound(tenantSegment));
+    const issued = issueClientCredentialsToken(state, { app, tenantId: ref.tenant.id, tenantName, scope: form.get('scope') ?? '', appidacr: auth.appidacr });
+    if (!issued.ok) return fail(issued.error);
+    return sendJson(ctx, 200, issued.body, entraHeaders(ctx, correlationId));
+  }
 
   let requestClaims: unknown;
   const claimsParam = form.get('claims');

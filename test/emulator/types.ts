@@ -34,8 +34,22 @@ export interface TenantInfo {
   domain: string;
 }
 
+export interface CredentialControl {
+  /** Registers a new client secret on the API's registration and returns it. */
+  addSecret(): string;
+  /** Deletes a client secret: Entra then answers AADSTS7000215 for it. */
+  removeSecret(value: string): void;
+  /** Registers a certificate (PEM) on the API's registration. */
+  addCertificate(certificatePem: string): void;
+  /** Deletes a certificate by its SHA-256 thumbprint (hex). */
+  removeCertificate(thumbprintSha256Hex: string): void;
+}
+
 export interface Counters {
+  /** Every request to a token endpoint, whatever its grant. */
   token: number;
+  /** App tokens issued through the client-credentials grant. */
+  clientCredentials: number;
   jwks: number;
   openidConfiguration: number;
   graph: number;
@@ -239,6 +253,10 @@ export interface Emulator {
   faults: FaultControl;
   keys: KeyControl;
   setUser(name: UserName, flags: Partial<UserFlags>): void;
+  /** The API registration's credentials, changed as a rotation in the portal would. */
+  credentials: CredentialControl;
+  /** Lifetime (expires_in) of the app tokens the client-credentials grant issues; default 3599. */
+  setAppTokenLifetime(seconds: number): void;
   reset(): void;
   close(): Promise<void>;
 }
