@@ -124,6 +124,145 @@ describe('configuration', () => {
     ]);
   });
 
+  describe('URLs that take no credentials (issue 10.9)', () => {
+    const PASSWORD = 'pw-7Hq2-not-for-logs';
+    const variables = ['AZURE_AUTHORITY_HOST', 'GRAPH_BASE_URL', 'PUBLIC_BASE_URL', 'OTEL_EXPORTER_OTLP_ENDPOINT'];
+    const downstream = (baseUrl: string) => JSON.stringify({ contoso: { baseUrl, scopes: ['api://contoso/.default'], allowedPaths: ['/**'] } });
+
+    it('refuses a user or a password, even a password alone, and never prints either', () => {
+      for (const userinfo of [`u:${PASSWORD}`, `:${PASSWORD}`, PASSWORD]) {
+        for (const name of variables) {
+          const problems = problemsOf({ ...base, [name]: `https://${userinfo}@collector.example.com/path` });
+          expect(problems, `${name} with ${userinfo}`).to.have.length(1);
+          expect(problems[0]).to.match(new RegExp(`^${name}: this URL takes no user or password, got "https://…@collector.example.com/path"$`));
+        }
+        const problems = problemsOf({ ...base, DOWNSTREAM_APIS: downstream(`https://${userinfo}@api.contoso.com`) });
+        expect(problems).to.deep.equal(['DOWNSTREAM_APIS: "contoso".baseUrl: this URL takes no user or password, got "https://…@api.contoso.com/"']);
+      }
+    });
+
+    it('never prints the userinfo of a URL in any message, whichever variable it is in and whether or not it parses', () => {
+      const url = `https://u:${PASSWORD}@collector`;
+      const problems = problemsOf({
+        ...base,
+        OTEL_EXPORTER_OTLP_ENDPOINT: `${url}?x=1`,
+        GRAPH_BASE_URL: `ftp://u:${PASSWORD}@graph`,
+        PUBLIC_BASE_URL: `https://u:${PASSWORD}@bad host`,
+        PORT: url,
+        LOG_LEVEL: url,
+        AZURE_TENANT_ID: url,
+        API_ALLOWED_TENANTS: url,
+        CORS_ALLOWED_ORIGINS: url,
+        GRAPH_ALLOWED_PATHS: url,
+        GRAPH_ALLOWED_METHODS: url,
+        AZURE_FEDERATED_TOKEN_FILE: `/no/such/${url}`,
+        AZURE_CLIENT_SECRET: undefined,
+        DOWNSTREAM_APIS: JSON.stringify({ [url]: { baseUrl: url, scopes: [`${url} x`], allowedPaths: [url], allowedMethods: [url], [url]: 1 } }),
+      });
+      expect(problems.length).to.be.greaterThan(12);
+      for (const problem of problems) expect(problem).not.to.include(PASSWORD);
+      expect(problems.filter((problem) => problem.includes('…@'))).to.have.length.greaterThan(10);
+    });
+
+    it('keeps taking a password in Redis URLs, without printing it', () => {
+      const config = loadConfig({ ...base, REDIS_URL: `rediss://:${PASSWORD}@cache.example.com:6380`, CACHE_ENCRYPTION: 'off' });
+      expect(config.cache.redis).to.deep.equal({ url: `rediss://:${PASSWORD}@cache.example.com:6380` });
+      const problems = problemsOf({ ...base, REDIS_URL: `https://:${PASSWORD}@cache`, CACHE_ENCRYPTION: 'off' });
+      expect(problems).to.deep.equal(['REDIS_URL: expected redis://[user:password@]host[:port][/db] or rediss://…']);
+    });
+  });
+
+  it('gives JWKS_COOLDOWN_MS a floor of one second (issue 10.12)', () => {
+    expect(loadConfig(base).jwksCooldownMs).to.equal(30_000);
+    expect(loadConfig({ ...base, JWKS_COOLDOWN_MS: '1000' }).jwksCooldownMs).to.equal(1000);
+    for (const value of ['0', '999']) {
+      expect(problemsOf({ ...base, JWKS_COOLDOWN_MS: value })).to.deep.equal([
+        `JWKS_COOLDOWN_MS: expected a whole number from 1000 to 3600000 (below 1 s, every token naming an unknown kid would be a JWKS fetch), got "${value}"`,
+      ]);
+    }
+  });
+
+  it('reads TOKEN_VALIDATION_CACHE_MAX_BYTES: 16 MiB by default, 0 = off, at most 1 GiB', () => {
+    expect(loadConfig(base).tokenValidationCacheMaxBytes).to.equal(16 * 1024 * 1024);
+    expect(loadConfig({ ...base, TOKEN_VALIDATION_CACHE_MAX_BYTES: '0' }).tokenValidationCacheMaxBytes).to.equal(0);
+    expect(loadConfig({ ...base, TOKEN_VALIDATION_CACHE_MAX_BYTES: '1073741824' }).tokenValidationCacheMaxBytes).to.equal(1024 ** 3);
+    for (const value of ['1073741825', '-1', '16MiB', '1e6']) {
+      expect(problemsOf({ ...base, TOKEN_VALIDATION_CACHE_MAX_BYTES: value })[0]).to.match(
+        /^TOKEN_VALIDATION_CACHE_MAX_BYTES: expected a whole number from 0 to 1073741824/,
+      );
+    }
+  });
+
+  it('reads the standard OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, defaulting to a 10 % trace-id ratio (issue 10.11)', () => {
+    expect(loadConfig(base).observability.sampler).to.deep.equal({ name: 'traceidratio', ratio: 0.1 });
+    const samplers = ['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'];
+    for (const name of samplers) {
+      expect(loadConfig({ ...base, OTEL_TRACES_SAMPLER: name.toUpperCase(), OTEL_TRACES_SAMPLER_ARG: '0.5' }).observability.sampler).to.deep.equal({
+        name,
+        ratio: 0.5,
+      });
+    }
+    for (const [arg, ratio] of [
+      ['0', 0],
+      ['1', 1],
+      ['1.0', 1],
+      ['.25', 0.25],
+      ['0.001', 0.001],
+    ] as const) {
+      expect(loadConfig({ ...base, OTEL_TRACES_SAMPLER_ARG: arg }).observability.sampler.ratio).to.equal(ratio);
+    }
+    for (const name of ['jaeger_remote', 'parentbased', 'xray', 'on']) {
+      expect(problemsOf({ ...base, OTEL_TRACES_SAMPLER: name })).to.deep.equal([
+        `OTEL_TRACES_SAMPLER: expected one of ${samplers.join(', ')}, got "${name}"`,
+      ]);
+    }
+    for (const arg of ['1.5', '-0.1', 'abc', 'NaN', 'Infinity', '1e-2', '0x1', '10%']) {
+      expect(problemsOf({ ...base, OTEL_TRACES_SAMPLER_ARG: arg }), arg).to.deep.equal([
+        `OTEL_TRACES_SAMPLER_ARG: expected a ratio from 0 to 1 (for example 0.1), got "${arg}"`,
+      ]);
+    }
+  });
+
+  it('validates Graph from the GRAPH_* variables as strictly as a DOWNSTREAM_APIS entry', () => {
+    const entry = (fields: object) =>
+      JSON.stringify({ other: { baseUrl: 'https://api.contoso.com', scopes: ['s'], allowedPaths: ['/**'], ...fields } });
+    const cases: [Environment, Environment, RegExp][] = [
+      [{ GRAPH_ALLOWED_PATHS: ' , ' }, { DOWNSTREAM_APIS: entry({ allowedPaths: [] }) }, /allowedPaths|GRAPH_ALLOWED_PATHS/],
+      [{ GRAPH_SCOPES: ' , ' }, { DOWNSTREAM_APIS: entry({ scopes: [] }) }, /scopes|GRAPH_SCOPES/],
+      [
+        { GRAPH_ALLOWED_METHODS: 'get,trace' },
+        { DOWNSTREAM_APIS: entry({ allowedMethods: ['get', 'trace'] }) },
+        /"trace" is not one of GET, HEAD, POST, PUT, PATCH, DELETE$/,
+      ],
+      [{ GRAPH_TIMEOUT_MS: '0' }, { DOWNSTREAM_APIS: entry({ timeoutMs: 0 }) }, /expected a whole number from 1 to 600000/],
+      [{ GRAPH_MAX_RETRIES: '11' }, { DOWNSTREAM_APIS: entry({ maxRetries: 11 }) }, /expected a whole number from 0 to 10/],
+      [
+        { GRAPH_BASE_URL: 'https://graph.example.com/#x' },
+        { DOWNSTREAM_APIS: entry({ baseUrl: 'https://api.contoso.com/#x' }) },
+        /no user, password, query or fragment/,
+      ],
+    ];
+    for (const [graphEnv, entryEnv, pattern] of cases) {
+      const fromGraph = problemsOf({ ...base, ...graphEnv });
+      const fromEntry = problemsOf({ ...base, ...entryEnv });
+      expect(fromGraph, JSON.stringify(graphEnv)).to.have.length(1);
+      expect(fromEntry, JSON.stringify(entryEnv)).to.have.length(1);
+      expect(fromGraph[0])
+        .to.match(/^GRAPH_[A-Z_]+: /)
+        .and.match(pattern);
+      expect(fromEntry[0])
+        .to.match(/^DOWNSTREAM_APIS: "other"\.[a-zA-Z]+: /)
+        .and.match(pattern);
+      // The same check says the same thing, whichever source it reads.
+      expect(
+        fromGraph[0]
+          ?.replace(/^GRAPH_[A-Z_]+: /, '')
+          .replace(/, got \d+$/, '')
+          .replace(/, got ".*"$/, ''),
+      ).to.equal(fromEntry[0]?.replace(/^DOWNSTREAM_APIS: "other"\.[a-zA-Z]+: /, '').replace(/, got ".*"$/, ''));
+    }
+  });
+
   it('stops the real entry point with one clear message, no stack trace and no secret', async () => {
     const run = promisify(execFile);
     const env = { PATH: process.env['PATH'] ?? '', AZURE_CLIENT_SECRET: 'do-not-print-me', AZURE_TENANT_ID: 'not a tenant', PORT: '-1' };
