@@ -248,3 +248,12 @@ export class ServiceUnavailableError extends ApiError {
     return { 'retry-after': String(Math.max(1, Math.ceil(this.retryAfterSeconds))) };
   }
 }
+
+/** 400 `invalid_host`: a `Host` (or trusted `X-Forwarded-Host`) that is not `host[:port]`. */
+export class InvalidHostError extends ApiError {
+  readonly status = 400;
+  readonly code = 'invalid_host';
+  constructor() {
+    super('The Host header is not a valid host.');
+  }
+}

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { RateLimiterMemory, RateLimiterRedis, type RateLimiterAbstract } from 'rate-limiter-flexible';
-import { createRedisConnection } from '../cache/index.js';
+import { createRedisConnection, type RedisCredentialSource } from '../cache/index.js';
 import type { Config } from './config/load-config.js';
 
 export interface RateLimiters {
@@ -20,11 +20,11 @@ const WINDOW_SECONDS = 60;
  * instance falls back to counting in memory, so a Redis outage never refuses or fails requests.
  * Without Redis the counts are per instance.
  */
-export function createRateLimiters(config: Config, logger: Logger): RateLimiters {
+export function createRateLimiters(config: Config, logger: Logger, redisCredentials?: RedisCredentialSource): RateLimiters {
   const limits = { user: config.rateLimit.perUser, ip: config.rateLimit.perIp };
   const redisConfig = config.cache.redis;
   const needsStore = limits.user > 0 || limits.ip > 0;
-  const redis = redisConfig && needsStore ? createRedisConnection({ ...redisConfig, commandTimeoutMs: config.cache.l2TimeoutMs, logger }) : undefined;
+  const redis = redisConfig && needsStore ? createRedisConnection({ ...redisConfig, commandTimeoutMs: config.cache.l2TimeoutMs, logger, ...(redisCredentials ? { credentials: redisCredentials } : {}) }) : undefined;
   if (redis) {
     let lastWarned = 0;
     redis.on('error', (error: Error) => {

@@ -1,31 +1,21 @@
 /**
- * The load generator: a process of its own, so the API's process does nothing but serve.
- * bench/run.ts forks it and sends commands over IPC (`{ id, command }`); each answer is
- * `{ id, result }` or `{ id, error }`. Latencies travel as Float64Arrays (advanced serialization).
+ * The Node side of the load, a process of its own so the servers' processes do nothing but
+ * serve: the fill (every user's first request, filling the caches) and, only when wrk cannot
+ * be had, autocannon as the load generator. bench/run.ts forks it and sends commands over IPC
+ * (`{ id, command }`); each answer is `{ id, result }`, `{ id, error }` or `{ id, progress }`.
  */
 import { readFile } from 'node:fs/promises';
 import autocannon from 'autocannon';
-import { Redis } from 'ioredis';
 import { Pool } from 'undici';
+import type { LoadResult } from './wrk.js';
 
 export type LoadCommand =
   /** Reads the token file (one token per line); user i presents token i. */
   | { kind: 'tokens'; file: string }
-  /** Requests `url` for `seconds` over `connections`, user after user over the first `users` tokens. */
+  /** autocannon: requests `url` for `seconds` over `connections`, user after user over the first `users` tokens. */
   | { kind: 'http'; url: string; users: number; seconds: number; connections: number }
   /** Requests `url` once per user, `concurrency` at a time (fills the caches). */
-  | { kind: 'warm'; url: string; users: number; concurrency: number }
-  /** Sequential GETs of the cache's own Redis values, one at a time, for `seconds`. */
-  | { kind: 'redis'; url: string; keyPrefix: string; seconds: number };
-
-export interface HttpResult {
-  /** 2xx responses. */
-  ok: number;
-  failed: number;
-  seconds: number;
-  /** One per 2xx response, milliseconds. */
-  latenciesMs: Float64Array;
-}
+  | { kind: 'warm'; url: string; users: number; concurrency: number };
 
 export interface WarmResult {
   ok: number;
@@ -33,11 +23,6 @@ export interface WarmResult {
   seconds: number;
   /** Status of the first failure, for the report. */
   firstFailure?: number;
-}
-
-export interface RedisResult {
-  keys: number;
-  latenciesMs: Float64Array;
 }
 
 export type LoadMessage = { id: number; command: LoadCommand };
@@ -56,16 +41,14 @@ function createRunner(): (id: number, command: LoadCommand) => Promise<unknown> 
         tokens = (await readFile(command.file, 'utf8')).split('\n').filter(Boolean);
         return tokens.length;
       case 'http':
-        return httpLoad(command.url, usersOf(command.users), command.seconds, command.connections);
+        return autocannonLoad(command.url, usersOf(command.users), command.seconds, command.connections);
       case 'warm':
         return warm(command.url, usersOf(command.users), command.concurrency, (done) => process.send?.({ id, progress: done } satisfies LoadReply));
-      case 'redis':
-        return redisGets(command.url, command.keyPrefix, command.seconds);
     }
   };
 }
 
-async function httpLoad(url: string, users: string[], seconds: number, connections: number): Promise<HttpResult> {
+async function autocannonLoad(url: string, users: string[], seconds: number, connections: number): Promise<LoadResult> {
   let next = 0;
   let failed = 0;
   const latencies: number[] = [];
@@ -84,11 +67,13 @@ async function httpLoad(url: string, users: string[], seconds: number, connectio
     ],
   });
   instance.on('response', (_client, statusCode, _bytes, responseTimeMs) => {
-    if (statusCode >= 200 && statusCode < 300) latencies.push(responseTimeMs);
-    else failed++;
+    latencies.push(responseTimeMs);
+    if (statusCode >= 400) failed++;
   });
   const result = await instance;
-  return { ok: latencies.length, failed: failed + result.errors + result.timeouts, seconds: result.duration, latenciesMs: Float64Array.from(latencies) };
+  const sorted = Float64Array.from(latencies).sort();
+  const at = (p: number): number => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))] ?? Number.NaN;
+  return { requests: latencies.length, failed: failed + result.errors + result.timeouts, seconds: result.duration, p50Ms: at(0.5), p99Ms: at(0.99) };
 }
 
 /** Reports progress every tenth of the users (when there are many). */
@@ -120,32 +105,6 @@ async function warm(url: string, users: string[], concurrency: number, progress:
     await pool.close();
   }
   return { ok, failed, seconds: (performance.now() - started) / 1000, ...(firstFailure !== undefined ? { firstFailure } : {}) };
-}
-
-/** The baseline for the L2 path: ioredis GETs of real cache values, as the service itself would do them. */
-async function redisGets(url: string, keyPrefix: string, seconds: number): Promise<RedisResult> {
-  const redis = new Redis(url, { lazyConnect: true });
-  await redis.connect();
-  try {
-    const keys: string[] = [];
-    let cursor = '0';
-    do {
-      const [nextCursor, batch] = await redis.scan(cursor, 'MATCH', `${keyPrefix}*`, 'COUNT', 1000);
-      keys.push(...batch.filter((key) => !key.startsWith(`${keyPrefix}lock:`)));
-      cursor = nextCursor;
-    } while (cursor !== '0' && keys.length < 1000);
-    if (keys.length === 0) throw new Error('no cache values in Redis to read');
-    const latencies: number[] = [];
-    const deadline = performance.now() + seconds * 1000;
-    for (let i = 0; performance.now() < deadline; i++) {
-      const started = performance.now();
-      await redis.getBuffer(keys[i % keys.length] ?? '');
-      latencies.push(performance.now() - started);
-    }
-    return { keys: keys.length, latenciesMs: Float64Array.from(latencies) };
-  } finally {
-    redis.disconnect();
-  }
 }
 
 const run = createRunner();

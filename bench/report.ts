@@ -1,71 +1,69 @@
-/** The benchmark's results: their shape, the targets of issue 3, and the markdown table. */
-import type { AcquireCost } from './server.js';
+/** The benchmark's results: their shape, the targets of issue 11, and the markdown. */
+import type { ProfileSummary } from './profile.js';
 
-export type PhaseName = 'ceiling' | 'l1' | 'l2' | 'me';
+export type PathName = 'reference' | 'floor' | 'verifyEvery' | 'defaults' | 'l2' | 'me';
 
-export const PHASE_LABELS: Record<PhaseName, string> = {
-  ceiling: 'ceiling (validate only)',
-  l1: 'token path, L1 warm',
-  l2: 'token path, L1 off, L2 warm',
-  me: 'GET /api/me (Graph emulator)',
+const PATH_LABELS: Record<PathName, string> = {
+  reference: 'reference: Koa + jose, verify every token',
+  floor: 'floor: reference + SHA-256 map of verified tokens',
+  verifyEvery: 'service token path, L1 warm, TOKEN_VALIDATION_CACHE_MAX_BYTES=0',
+  defaults: 'service token path, L1 warm, defaults',
+  l2: 'service token path, L1 off, L2 warm (Redis), defaults',
+  me: 'service GET /api/me (Graph emulator), defaults',
 };
 
-export interface PhaseResult {
-  name: PhaseName;
+export interface PathResult {
+  name: PathName;
   requests: number;
   failed: number;
+  seconds: number;
   reqPerSec: number;
   /** req/s of each round, in round order (rounds alternate the order of the paths). */
   perRoundReqPerSec: number[];
+  /** Median over the rounds of each round's p50 and p99 (the load tool reports them per segment). */
   p50Ms: number;
   p99Ms: number;
-  /** The same route with one connection, a little in every round: the latency of one request, unqueued. */
-  oneConnectionP50Ms: number;
-  oneConnectionP99Ms: number;
-  /** Token-endpoint calls during the measured phase, per user. */
-  exchangesPerUser: number;
-  /** CPU time of the serving API process over wall time (100% = one core). */
-  apiCpuPercent: number;
-  /** How the serving instance's cache answered during the phase (counter deltas). */
-  cache: { l1Hits: number; l2Hits: number; joins: number; misses: number; l2Errors: number };
-  /** RSS of the serving API process after the phase. */
-  apiRssBytes: number;
+  perRoundP99Ms: number[];
+  /** CPU time (user + system) of the serving process over the requests it served. */
+  cpuMicrosPerRequest: number;
+  /** How the service's cache answered (counter deltas); empty for the reference servers. */
+  cache: Record<string, number>;
 }
 
 export interface UsersRun {
   users: number;
-  /** Seconds spent minting the tokens this run added to the pool. */
   mintSeconds: number;
-  /** Every user's first request through the token path: one exchange each, fills L1 and L2. */
-  fill: {
-    seconds: number;
-    exchangesPerUser: number;
-    failed: number;
-    firstFailure?: number;
-    /** CPU time per exchange: the API (msal-node, cache writes) and the emulator (its token endpoint). */
-    apiCpuMsPerExchange: number;
-    emulatorCpuMsPerExchange: number;
-  };
-  phases: PhaseResult[];
-  /** Bare GETs of the cache's values from the load process (ioredis), one at a time. */
-  redisGet: { p50Ms: number; p99Ms: number; keys: number };
-  /** One caller's acquisitions timed inside the API processes: an L1 hit, and an L2 hit (L1 off). */
-  lookup: { l1Hit: AcquireCost; l2Hit: AcquireCost };
-  /** Peak RSS of each API process, and the L1 bytes the cache accounted for at the end. */
+  /** Every user's first request, per server that keeps state: seconds and failures. */
+  fills: { server: string; seconds: number; failed: number; firstFailure?: number }[];
+  /** Token-endpoint calls during the measured segments, per user (0 when the caches are warm). */
+  exchangesPerUser: number;
+  paths: PathResult[];
+  /** After all rounds, after a full GC. */
   memory: {
-    l1InstanceRssBytes: number;
-    /** The L1 instance at the end, after a full garbage collection: its live memory. */
-    l1InstanceAfterGc: { rssBytes: number; heapUsedBytes: number };
-    l1OffInstanceRssBytes: number;
-    l1AccountedBytes: number;
+    defaultsRssBytes: number;
+    defaultsHeapUsedBytes: number;
     l1Entries: number;
+    l1AccountedBytes: number;
+    /** The verified-token cache of the defaults instance: entries, and its budget as the service reports it. */
+    tokenCacheEntries: number;
+    tokenCacheMaxBytes: number;
+    verifyEveryRssBytes: number;
+    l2OnlyRssBytes: number;
+    referenceRssBytes: number;
   };
+  profiles: ProfileSummary[];
 }
 
 export interface TargetVerdict {
   target: string;
-  status: 'met' | 'missed' | 'not measured';
+  status: 'met' | 'missed' | 'reported' | 'not measured';
   detail: string;
+}
+
+export interface Budgets {
+  l1MaxBytes: number;
+  validationCacheBytes: number;
+  baseBytes: number;
 }
 
 export interface BenchResults {
@@ -74,15 +72,12 @@ export interface BenchResults {
   /** `loadAverage`: the 1-minute load average when the run started and ended (cpus = fully busy). */
   machine: { loadAverage: { start: number; end: number }; cpus: number; cpuModel: string; memoryGiB: number; node: string; platform: string };
   settings: {
-    secondsPerPhase: number;
-    rounds: number;
+    loadTool: 'wrk' | 'autocannon';
     connections: number;
-    oneConnectionSeconds: number;
-    fillConcurrency: number;
-    l1MaxBytes: number;
-    /** --max-old-space-size of the API processes; null = V8's default. */
-    apiHeapMib: number | null;
-    logLevel: string;
+    rounds: number;
+    secondsPerSegment: number;
+    budgets: Budgets;
+    serviceHeapMib: number;
   };
   runs: UsersRun[];
   targets: TargetVerdict[];
@@ -90,120 +85,137 @@ export interface BenchResults {
 
 const MIB = 1024 * 1024;
 
-/** Nearest-rank percentile of samples (sorts them in place). */
-export function percentiles(samples: Float64Array): { p50: number; p99: number } {
-  samples.sort();
-  const at = (p: number): number => samples[Math.min(samples.length - 1, Math.max(0, Math.ceil(p * samples.length) - 1))] ?? Number.NaN;
-  return { p50: at(0.5), p99: at(0.99) };
+/** Middle value (the mean of the middle two for an even count). */
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length === 0 ? Number.NaN : sorted.length % 2 ? (sorted[mid] ?? Number.NaN) : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
 }
 
-function phase(run: UsersRun, name: PhaseName): PhaseResult | undefined {
-  return run.phases.find((p) => p.name === name);
+function path(run: UsersRun, name: PathName): PathResult | undefined {
+  return run.paths.find((p) => p.name === name);
 }
 
-function ratio(run: UsersRun, name: PhaseName, base: PhaseName): number {
-  return (phase(run, name)?.reqPerSec ?? Number.NaN) / (phase(run, base)?.reqPerSec ?? Number.NaN);
+function ratio(run: UsersRun, name: PathName, base: PathName): number {
+  return (path(run, name)?.reqPerSec ?? Number.NaN) / (path(run, base)?.reqPerSec ?? Number.NaN);
 }
 
-/** The ratio round by round: in each round the two paths ran back to back. */
-function roundRatios(run: UsersRun, name: PhaseName, base: PhaseName): number[] {
-  const of = phase(run, name)?.perRoundReqPerSec ?? [];
-  const to = phase(run, base)?.perRoundReqPerSec ?? [];
+/** The ratio round by round: in each round the two paths ran close together. */
+function roundRatios(run: UsersRun, name: PathName, base: PathName): number[] {
+  const of = path(run, name)?.perRoundReqPerSec ?? [];
+  const to = path(run, base)?.perRoundReqPerSec ?? [];
   return of.map((value, i) => value / (to[i] ?? Number.NaN));
 }
 
 const fixed = (n: number, digits = 2): string => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
 const mib = (bytes: number): string => (bytes / MIB).toFixed(0);
-const thousands = (n: number): string => Math.round(n).toLocaleString('en-US');
+const thousands = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'n/a');
 
-export function evaluateTargets(runs: UsersRun[], l1MaxBytes: number): TargetVerdict[] {
-  const verdicts: TargetVerdict[] = [];
+/** `2.31× (rounds 2.1–2.5)`, plus how far from `goal` when short of it. */
+function ratioText(run: UsersRun, name: PathName, base: PathName, goal: number): string {
+  const r = ratio(run, name, base);
+  const spread = roundRatios(run, name, base);
+  const rounds = spread.length > 1 ? ` (rounds ${fixed(Math.min(...spread))}–${fixed(Math.max(...spread))})` : '';
+  const gap = r >= goal ? '' : `, ${fixed((goal / r - 1) * 100, 0)}% short`;
+  return `${thousands(run.users)} users: ${fixed(r)}×${rounds}${gap}`;
+}
 
-  const ratios = runs.map((run) => {
-    const ceiling = phase(run, 'ceiling');
-    const requestCpuMicros = ceiling ? (ceiling.apiCpuPercent / 100) * 1e6 / ceiling.reqPerSec : Number.NaN;
-    return { users: run.users, ratio: ratio(run, 'l1', 'ceiling'), spread: roundRatios(run, 'l1', 'ceiling'), hit: run.lookup.l1Hit.p50Micros, requestCpuMicros };
-  });
+function ratioTarget(runs: UsersRun[], target: string, name: PathName, base: PathName, goal: number): TargetVerdict {
+  const measured = runs.filter((run) => path(run, name) && path(run, base));
+  return {
+    target,
+    status: measured.length === 0 ? 'not measured' : measured.every((run) => ratio(run, name, base) >= goal) ? 'met' : 'missed',
+    detail: measured.map((run) => ratioText(run, name, base, goal)).join('; '),
+  };
+}
+
+export function evaluateTargets(runs: UsersRun[], budgets: Budgets): TargetVerdict[] {
+  const verdicts: TargetVerdict[] = [
+    ratioTarget(runs, 'token path, L1 warm, every token verified ≥ 0.9× reference', 'verifyEvery', 'reference', 0.9),
+    ratioTarget(runs, 'token path with the defaults ≥ 2× reference', 'defaults', 'reference', 2),
+    ratioTarget(runs, 'token path with the defaults ≥ 0.75× floor', 'defaults', 'floor', 0.75),
+    ratioTarget(runs, 'token path, L1 off, L2 warm ≥ 0.9× reference', 'l2', 'reference', 0.9),
+  ];
   verdicts.push({
-    target: 'token path with L1 warm ≥ 0.9× the ceiling at every N',
-    status: ratios.length > 0 && ratios.every((r) => r.ratio >= 0.9) ? 'met' : 'missed',
-    detail:
-      ratios.map((r) => `${thousands(r.users)} users: ${fixed(r.ratio)}× (rounds ${fixed(Math.min(...r.spread))}–${fixed(Math.max(...r.spread))})`).join('; ') +
-      '. Both paths run back to back in each round, so the spread of the rounds is the machine\'s noise. What the token path adds, ' +
-      'timed inside the API process, is an L1 hit: ' +
-      ratios.map((r) => `${fixed(r.hit, 1)} µs (${fixed((r.hit / r.requestCpuMicros) * 100, 1)}% of the ${thousands(r.requestCpuMicros)} µs of CPU a ceiling request took)`).join(', '),
+    target: 'GET /api/me end to end (no target)',
+    status: 'reported',
+    detail: runs
+      .map(
+        (run) =>
+          `${thousands(run.users)} users: ${thousands(path(run, 'me')?.reqPerSec ?? Number.NaN)} req/s = ${fixed(ratio(run, 'me', 'reference'))}×, ${fixed(path(run, 'me')?.cpuMicrosPerRequest ?? Number.NaN, 0)} µs CPU/req`,
+      )
+      .join('; '),
   });
-
-  const first = runs[0];
-  const last = runs.at(-1);
-  if (first && last && first !== last) {
-    const from = phase(first, 'l1')?.reqPerSec ?? Number.NaN;
-    const to = phase(last, 'l1')?.reqPerSec ?? Number.NaN;
-    const drop = 1 - to / from;
-    const ceilingDrop = 1 - (phase(last, 'ceiling')?.reqPerSec ?? Number.NaN) / (phase(first, 'ceiling')?.reqPerSec ?? Number.NaN);
-    const relativeDrop = 1 - ratio(last, 'l1', 'ceiling') / ratio(first, 'l1', 'ceiling');
-    const change = (d: number): string => (d >= 0 ? `${fixed(d * 100, 1)}% drop` : `${fixed(-d * 100, 1)}% gain`);
-    const covers = first.users <= 10 && last.users >= 100_000;
-    verdicts.push({
-      target: 'flat (≤ 10% drop) from 10 to 100,000 users',
-      status: !covers ? 'not measured' : drop <= 0.1 ? 'met' : 'missed',
-      detail:
-        `token path, L1 warm: ${thousands(from)} req/s at ${thousands(first.users)} users, ${thousands(to)} at ${thousands(last.users)}: ${change(drop)}; ` +
-        `the ceiling (no cache) over the same range: ${change(ceilingDrop)}; the token path relative to the ceiling: ${change(relativeDrop)}` +
-        `${covers ? '' : '; the full range was not run'}`,
-    });
-  } else {
-    verdicts.push({ target: 'flat (≤ 10% drop) from 10 to 100,000 users', status: 'not measured', detail: 'needs at least two user counts' });
-  }
-
-  // The L2 path is the acquisition with L1 off (GET, decrypt, parse), timed in the API process; over
-  // HTTP both token paths pay the same validation, so L2 − L1 there is the same cost, seen from outside.
-  const gaps = runs.map((run) => {
-    const l2 = phase(run, 'l2')?.oneConnectionP50Ms ?? Number.NaN;
-    const overHttp = l2 - (phase(run, 'l1')?.oneConnectionP50Ms ?? Number.NaN);
-    return { users: run.users, inProcess: run.lookup.l2Hit.p50Micros / 1000, overHttp, redis: run.redisGet.p50Ms };
-  });
+  const p99 = runs.map((run) => ({
+    users: run.users,
+    ours: path(run, 'defaults')?.p99Ms ?? Number.NaN,
+    theirs: path(run, 'reference')?.p99Ms ?? Number.NaN,
+  }));
   verdicts.push({
-    target: 'L2 path within 1 ms of a bare Redis GET at p50',
-    status: gaps.length > 0 && gaps.every((g) => g.inProcess - g.redis <= 1) ? 'met' : 'missed',
-    detail:
-      'p50, one at a time; the L2 path in the API process vs a bare GET from the load process: ' +
-      gaps.map((g) => `${thousands(g.users)} users: ${fixed(g.inProcess, 3)} vs ${fixed(g.redis, 3)} ms (+${fixed(g.inProcess - g.redis, 3)})`).join('; ') +
-      '. Seen over HTTP (L2 path − L1 path, one connection): ' +
-      gaps.map((g) => `${fixed(g.overHttp, 3)} ms`).join(', '),
+    target: "p99 of the default token path ≤ the reference's p99",
+    status: p99.length === 0 ? 'not measured' : p99.every((p) => p.ours <= p.theirs) ? 'met' : 'missed',
+    detail: p99
+      .map(
+        (p) =>
+          `${thousands(p.users)} users: ${fixed(p.ours)} ms vs ${fixed(p.theirs)} ms${p.ours > p.theirs ? ` (+${fixed(p.ours - p.theirs)} ms)` : ''}`,
+      )
+      .join('; '),
   });
-
-  const memory = runs.map((run) => ({ users: run.users, ...run.memory, limit: l1MaxBytes + run.memory.l1OffInstanceRssBytes }));
+  const limit = budgets.l1MaxBytes + budgets.validationCacheBytes + budgets.baseBytes;
+  const big = runs.filter((run) => run.users >= 100_000);
   verdicts.push({
-    target: 'RSS within the L1 budget plus a fixed base',
-    status: memory.length > 0 && memory.every((m) => m.l1InstanceRssBytes <= m.limit) ? 'met' : 'missed',
+    target: `API RSS after a full GC ≤ L1 ${mib(budgets.l1MaxBytes)} + validation cache ${mib(budgets.validationCacheBytes)} + base ${mib(budgets.baseBytes)} = ${mib(limit)} MiB at 100,000 users`,
+    status: big.length === 0 ? 'not measured' : big.every((run) => run.memory.defaultsRssBytes <= limit) ? 'met' : 'missed',
     detail:
-      `base = RSS of the same service with L1 off under the same load; budget ${mib(l1MaxBytes)} MiB: ` +
-      memory
+      runs
         .map(
-          (m) =>
-            `${thousands(m.users)} users: peak ${mib(m.l1InstanceRssBytes)} MiB ${m.l1InstanceRssBytes <= m.limit ? '≤' : '>'} ${mib(m.l1OffInstanceRssBytes)} + ${mib(l1MaxBytes)} ` +
-            `(L1 holds ${thousands(m.l1Entries)} entries, ${mib(m.l1AccountedBytes)} MiB accounted; after a full GC: heap ${mib(m.l1InstanceAfterGc.heapUsedBytes)} MiB, RSS ${mib(m.l1InstanceAfterGc.rssBytes)} MiB)`,
+          (run) =>
+            `${thousands(run.users)} users: ${mib(run.memory.defaultsRssBytes)} MiB (heap ${mib(run.memory.defaultsHeapUsedBytes)} MiB; L1 ${thousands(run.memory.l1Entries)} entries, ${mib(run.memory.l1AccountedBytes)} MiB accounted; ` +
+            `verified-token cache ${thousands(run.memory.tokenCacheEntries)} entries, budget ${mib(run.memory.tokenCacheMaxBytes)} MiB; ` +
+            `same service with L1 off ${mib(run.memory.l2OnlyRssBytes)} MiB, reference ${mib(run.memory.referenceRssBytes)} MiB)`,
         )
-        .join('; '),
+        .join('; ') + (big.length === 0 ? '; 100,000 users were not run' : ''),
   });
   return verdicts;
 }
 
-/** Where the cache's answers came from, as shares of all its answers: "L1 100%", "L2 71%, joined 29%". */
-function answeredBy(p: PhaseResult): string {
-  const { l1Hits, l2Hits, joins, misses, l2Errors } = p.cache;
-  const total = l1Hits + l2Hits + joins + misses;
-  // The ceiling never asks the cache (a few requests of the previous path may end during it).
-  if (total === 0 || p.name === 'ceiling') return '–';
+/** Where the cache's answers came from, as shares: "L1 100%", "L2 71%, joined 29%". */
+function answeredBy(p: PathResult): string {
   const parts: [string, number][] = [
-    ['L1', l1Hits],
-    ['L2', l2Hits],
-    ['joined', joins],
-    ['exchange', misses],
+    ['L1', p.cache['l1Hits'] ?? 0],
+    ['L2', p.cache['l2Hits'] ?? 0],
+    ['joined', p.cache['joins'] ?? 0],
+    ['exchange', p.cache['misses'] ?? 0],
   ];
-  const shares = parts.filter(([, n]) => n > 0).map(([label, n]) => `${label} ${fixed((n / total) * 100, n === total ? 0 : 1)}%`);
-  return shares.join(', ') + (l2Errors > 0 ? ` (${thousands(l2Errors)} L2 errors)` : '');
+  const total = parts.reduce((sum, [, n]) => sum + n, 0);
+  const hits = p.cache['tokenCacheHits'] ?? 0;
+  const lookups = hits + (p.cache['tokenCacheMisses'] ?? 0);
+  const answers = parts
+    .filter(([, n]) => n > 0)
+    .map(([label, n]) => `${label} ${fixed((n / total) * 100, n === total ? 0 : 1)}%`)
+    .join(', ');
+  const errors = p.cache['l2Errors'] ? ` (${thousands(p.cache['l2Errors'])} L2 errors)` : '';
+  const verified = lookups > 0 ? `; verified-token cache hits ${fixed((hits / lookups) * 100, 1)}%` : '';
+  return total === 0 ? '–' : answers + errors + verified;
+}
+
+export function renderProfile(summary: ProfileSummary, top = 15): string[] {
+  const lines = [
+    `Profile of ${summary.file} (${thousands(summary.requests)} requests, ${fixed(summary.microsPerRequest, 0)} µs of profiled CPU per request):`,
+    '',
+  ];
+  lines.push('| self time by package / file | µs/req | share |', '|---|---:|---:|');
+  for (const s of summary.byPlace.slice(0, top)) lines.push(`| ${s.name} | ${fixed(s.microsPerRequest, 1)} | ${fixed(s.share * 100, 1)}% |`);
+  lines.push('', '| self time by function | µs/req | share |', '|---|---:|---:|');
+  for (const s of summary.byFunction.slice(0, top + 5))
+    lines.push(`| \`${s.name}\` | ${fixed(s.microsPerRequest, 1)} | ${fixed(s.share * 100, 1)}% |`);
+  if (summary.inclusiveOurs.length > 0) {
+    lines.push('', '| our functions, with what they call | µs/req | share |', '|---|---:|---:|');
+    for (const s of summary.inclusiveOurs.slice(0, top))
+      lines.push(`| \`${s.name}\` | ${fixed(s.microsPerRequest, 1)} | ${fixed(s.share * 100, 1)}% |`);
+  }
+  lines.push('');
+  return lines;
 }
 
 export function renderMarkdown(results: BenchResults): string {
@@ -211,47 +223,39 @@ export function renderMarkdown(results: BenchResults): string {
   const lines: string[] = [];
   lines.push(
     `Machine: ${machine.cpus} cores (${machine.cpuModel}), ${machine.memoryGiB} GiB, Node ${machine.node}, ${machine.platform}; ` +
-      `load average ${fixed(machine.loadAverage.start)} at the start, ${fixed(machine.loadAverage.end)} at the end.`,
+      `load average ${fixed(machine.loadAverage.start)} at the start, ${fixed(machine.loadAverage.end)} at the end (the cores are shared: expect noise).`,
   );
   lines.push(
-    `Load: autocannon in its own process, ${settings.connections} connections, ${settings.rounds} × ${settings.secondsPerPhase} s per path, ` +
-      `paths interleaved; then, per round, ${settings.oneConnectionSeconds} s of each path with one connection ("1 conn"). L1 budget ${mib(settings.l1MaxBytes)} MiB, LOG_LEVEL=${settings.logLevel}` +
-      `, API heap ${settings.apiHeapMib ? `capped at ${settings.apiHeapMib} MiB (--max-old-space-size)` : "sized by V8 itself"}.`,
+    `Load: ${settings.loadTool}, 1 thread, ${settings.connections} connections, rotating through the users' tokens; ${settings.rounds} round(s) × ${settings.secondsPerSegment} s per path, ` +
+      `paths interleaved (ABBA), a full GC in the serving process before each segment. Every server is its own process. ` +
+      `Service: createApp defaults, LOG_LEVEL=info to /dev/null, rate limits off, L1 budget ${mib(settings.budgets.l1MaxBytes)} MiB, heap capped at ${settings.serviceHeapMib} MiB.`,
   );
   lines.push('');
-  lines.push('| Users | Path | req/s | × ceiling | p50 ms | p99 ms | p50 ms, 1 conn | exchanges/user | answered by | API CPU | API RSS MiB |');
-  lines.push('|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|');
+  lines.push('| Users | Path | req/s | × reference | p50 ms | p99 ms | CPU µs/req | Graph token from; verified-token cache |');
+  lines.push('|---:|---|---:|---:|---:|---:|---:|---|');
   for (const run of results.runs) {
-    const ceiling = phase(run, 'ceiling')?.reqPerSec ?? Number.NaN;
-    for (const p of run.phases) {
+    const reference = path(run, 'reference')?.reqPerSec ?? Number.NaN;
+    for (const p of run.paths) {
       lines.push(
-        `| ${thousands(run.users)} | ${PHASE_LABELS[p.name]}${p.failed ? ` (${thousands(p.failed)} failed)` : ''} | ${thousands(p.reqPerSec)} | ${fixed(p.reqPerSec / ceiling)} | ` +
-          `${fixed(p.p50Ms)} | ${fixed(p.p99Ms)} | ${fixed(p.oneConnectionP50Ms, 3)} | ${fixed(p.exchangesPerUser)} | ${answeredBy(p)} | ${fixed(p.apiCpuPercent, 0)}% | ${mib(p.apiRssBytes)} |`,
+        `| ${thousands(run.users)} | ${PATH_LABELS[p.name]}${p.failed ? ` (**${thousands(p.failed)} failed**)` : ''} | ${thousands(p.reqPerSec)} | ${fixed(p.reqPerSec / reference)} | ` +
+          `${fixed(p.p50Ms)} | ${fixed(p.p99Ms)} | ${fixed(p.cpuMicrosPerRequest, 0)} | ${answeredBy(p)} |`,
       );
     }
-    lines.push(`| ${thousands(run.users)} | bare Redis GET (ioredis) | | | | | ${fixed(run.redisGet.p50Ms, 3)} | | | | |`);
-  }
-  lines.push('');
-  lines.push('| Users | tokens minted in | fill: one exchange per user | exchanges/s | exchanges/user | failed | CPU per exchange: API, emulator |');
-  lines.push('|---:|---:|---:|---:|---:|---:|---:|');
-  for (const run of results.runs) {
-    const { fill } = run;
-    lines.push(
-      `| ${thousands(run.users)} | ${fixed(run.mintSeconds, 1)} s | ${fixed(fill.seconds, 1)} s | ${thousands(run.users / fill.seconds)} | ${fixed(fill.exchangesPerUser)} | ${fill.failed} | ` +
-        `${fixed(fill.apiCpuMsPerExchange)} ms, ${fixed(fill.emulatorCpuMsPerExchange)} ms |`,
-    );
-  }
-  lines.push('');
-  lines.push('| Users | one acquisition in the API process, p50: L1 hit | L2 hit (L1 off) | bare Redis GET from the load process, p50 |');
-  lines.push('|---:|---:|---:|---:|');
-  for (const run of results.runs) {
-    lines.push(`| ${thousands(run.users)} | ${fixed(run.lookup.l1Hit.p50Micros, 1)} µs | ${fixed(run.lookup.l2Hit.p50Micros / 1000, 3)} ms | ${fixed(run.redisGet.p50Ms, 3)} ms |`);
   }
   lines.push('');
   lines.push('Targets:');
   lines.push('');
   for (const verdict of results.targets) lines.push(`- **${verdict.status}**: ${verdict.target}. ${verdict.detail}.`);
   lines.push('');
+  lines.push('| Users | tokens minted in | fills (each user once) | exchanges/user while measured |', '|---:|---:|---|---:|');
+  for (const run of results.runs) {
+    const fills = run.fills
+      .map((f) => `${f.server} ${fixed(f.seconds, 1)} s${f.failed ? ` (${f.failed} failed, first ${f.firstFailure})` : ''}`)
+      .join(', ');
+    lines.push(`| ${thousands(run.users)} | ${fixed(run.mintSeconds, 1)} s | ${fills} | ${fixed(run.exchangesPerUser)} |`);
+  }
+  lines.push('');
+  for (const run of results.runs) for (const summary of run.profiles) lines.push(...renderProfile(summary));
   lines.push(`Whole run: ${fixed(results.totalSeconds / 60, 1)} min.`);
   return `${lines.join('\n')}\n`;
 }

@@ -1,21 +1,27 @@
 /**
  * `npm run bench [-- options]` (defaults in brackets):
- *   --users 10,1000,100000       user counts, each its own run with fresh API instances and Redis
- *   --duration 2 --rounds 8      seconds per path per round; each round runs every path once
- *   --connections 16             autocannon connections
- *   --one-connection-seconds 1   per round, then each path and a bare Redis GET with one
- *                                connection: latency without queueing
- *   --fill-concurrency 32        concurrent first requests while filling the caches
- *   --l1-mib 384                 CACHE_L1_MAX_BYTES of the L1 instance (100,000 users fit)
- *   --api-heap-mib N             --max-old-space-size of the API processes [L1 MiB + 128, as
- *                                docs/deployment.md recommends; 0 = V8's own sizing]
- *   --profile                    CPU profiles of the API processes in bench/results/profiles/
+ *   --users 10,1000,100000      user counts, each its own run with fresh server processes and Redis data
+ *   --rounds 3 --seconds 8      rounds, and seconds per path per round; each round runs every path once
+ *   --connections 32            wrk connections (one thread)
+ *   --quick                     a short run: --users 10,1000 --rounds 1 --seconds 3 unless given
+ *   --profile                   after the rounds of the first user count ≥ 1,000, one more segment of the
+ *                               reference and of each service token path under V8's CPU profiler (the
+ *                               one --cpu-prof uses, started over the inspector so it covers only that
+ *                               segment; files in bench/results/profiles/); prints the top self time
+ *                               by function and by package/file, and our functions inclusive
+ *   --l1-mib 384                CACHE_L1_MAX_BYTES of the L1 instances (100,000 users fit)
+ *   --validation-cache-mib 16   the verified-token cache's budget counted in the RSS target and the
+ *                               heap cap: the service's default, which the bench does not override
+ *   --base-mib 192              the fixed base of the RSS target: the service with empty caches
+ *                               measures 160–185 MiB after a full GC here (Node 20, tsx loaded)
  *
- * Starts the emulator (synthetic users) and a redis-server here, then for each user count N:
- * two API instances in child processes sharing that Redis (bench/server.ts: one with L1, one
- * with CACHE_L1_MAX_BYTES=0), a fill of every user's cache entry through the token path, and
- * the measured paths, interleaved round by round, driven by the load process (bench/load.ts).
- * Writes bench/results/latest.json and latest.md and prints the table and the targets.
+ * Starts the emulator (synthetic users) and a redis-server, then per user count N five server
+ * processes: the reference (bench/reference-server.ts), the floor (bench/floor-server.ts) and
+ * three instances of the service (bench/server.ts): every token verified
+ * (TOKEN_VALIDATION_CACHE_MAX_BYTES=0), defaults, and L1 off (CACHE_L1_MAX_BYTES=0) over Redis.
+ * It fills the caches (every user once), then measures every path in interleaved rounds with
+ * wrk, reading each server's CPU time over IPC before and after its segment. Writes
+ * bench/results/latest.json and latest.md and prints the table and the targets.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -27,258 +33,281 @@ import { parseArgs } from 'node:util';
 import { startEmulator, type Emulator } from '../test/emulator/index.js';
 import { startRedis, type RedisServer } from '../test/support/redis.js';
 import { emulatorEnvironment } from '../test/support/service.js';
-import type { HttpResult, LoadCommand, LoadReply, RedisResult, WarmResult } from './load.js';
-import { evaluateTargets, percentiles, renderMarkdown, type BenchResults, type PhaseName, type PhaseResult, type UsersRun } from './report.js';
-import type { AcquireCost, InstanceStats } from './server.js';
-import { mintToken, mintTokens } from './tokens.js';
+import type { LoadCommand, LoadReply, WarmResult } from './load.js';
+import { summarizeProfile, type ProfileSummary } from './profile.js';
+import {
+  evaluateTargets,
+  median,
+  renderMarkdown,
+  renderProfile,
+  type BenchResults,
+  type Budgets,
+  type PathName,
+  type PathResult,
+  type UsersRun,
+} from './report.js';
+import type { HarnessReply, HarnessRequest, ProcessStats } from './server-harness.js';
+import { mintTokens } from './tokens.js';
+import { ensureWrk, runWrk, writeWrkScript, type LoadResult } from './wrk.js';
 
 const MIB = 1024 * 1024;
 const RESULTS_DIR = new URL('./results/', import.meta.url);
 const KEY_PREFIX = 'obo:';
-/** Which instance serves each path, and where. */
-const PATHS: Record<PhaseName, { instance: keyof Instances; path: string }> = {
-  ceiling: { instance: 'l1', path: '/bench/ceiling' },
-  l1: { instance: 'l1', path: '/bench/token' },
-  l2: { instance: 'l1Off', path: '/bench/token' },
-  me: { instance: 'l1', path: '/api/me' },
+
+type ServerName = 'reference' | 'floor' | 'verifyEvery' | 'defaults' | 'l2Only';
+/** Which server serves each path, and where. */
+const PATHS: Record<PathName, { server: ServerName; path: string }> = {
+  reference: { server: 'reference', path: '/token' },
+  floor: { server: 'floor', path: '/token' },
+  verifyEvery: { server: 'verifyEvery', path: '/bench/token' },
+  defaults: { server: 'defaults', path: '/bench/token' },
+  l2: { server: 'l2Only', path: '/bench/token' },
+  me: { server: 'defaults', path: '/api/me' },
 };
-const PHASES = Object.keys(PATHS) as PhaseName[];
+const PATH_NAMES = Object.keys(PATHS) as PathName[];
+/** Counters of the servers that are sizes, not counts (no deltas). */
+const GAUGES = new Set(['l1Bytes', 'l1Entries', 'tokenCacheMaxBytes', 'tokenCacheEntries', 'verifiedTokens']);
 
 interface Settings {
   users: number[];
   seconds: number;
   rounds: number;
   connections: number;
-  oneConnectionSeconds: number;
-  fillConcurrency: number;
-  l1MaxBytes: number;
-  /** --max-old-space-size for the API processes; undefined = V8's own sizing. */
-  apiHeapMib: number | undefined;
   profile: boolean;
+  budgets: Budgets;
+  /** --max-old-space-size of the service's processes: the Dockerfile's rule (caches + 128 MiB). */
+  serviceHeapMib: number;
 }
 
 function readSettings(): Settings {
   const { values } = parseArgs({
     options: {
-      users: { type: 'string', default: '10,1000,100000' },
-      duration: { type: 'string', default: '2' },
-      rounds: { type: 'string', default: '8' },
-      connections: { type: 'string', default: '16' },
-      'one-connection-seconds': { type: 'string', default: '1' },
-      'fill-concurrency': { type: 'string', default: '32' },
-      // Sized so 100,000 users fit in L1 (about 3.2 KB accounted each); the target is RSS ≤ this + base.
-      'l1-mib': { type: 'string', default: '384' },
-      'api-heap-mib': { type: 'string' },
+      users: { type: 'string' },
+      rounds: { type: 'string' },
+      seconds: { type: 'string' },
+      connections: { type: 'string', default: '32' },
+      quick: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
+      'l1-mib': { type: 'string', default: '384' },
+      'validation-cache-mib': { type: 'string', default: '16' },
+      'base-mib': { type: 'string', default: '192' },
     },
   });
   const positive = (name: string, text: string): number => {
-    const n = Number(text);
+    const n = Number(text.replaceAll('_', ''));
     if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name}: expected a positive number, got "${text}"`);
     return n;
   };
+  const quick = values.quick;
+  const l1Mib = positive('l1-mib', values['l1-mib']);
+  const validationMib = positive('validation-cache-mib', values['validation-cache-mib']);
   return {
-    users: values.users
+    users: (values.users ?? (quick ? '10,1000' : '10,1000,100000'))
       .split(',')
-      .map((u) => Math.round(positive('users', u.replaceAll('_', ''))))
+      .map((u) => Math.round(positive('users', u)))
       .sort((a, b) => a - b),
-    seconds: positive('duration', values.duration),
-    rounds: Math.round(positive('rounds', values.rounds)),
+    rounds: Math.round(positive('rounds', values.rounds ?? (quick ? '1' : '3'))),
+    seconds: positive('seconds', values.seconds ?? (quick ? '3' : '8')),
     connections: Math.round(positive('connections', values.connections)),
-    oneConnectionSeconds: positive('one-connection-seconds', values['one-connection-seconds']),
-    fillConcurrency: Math.round(positive('fill-concurrency', values['fill-concurrency'])),
-    l1MaxBytes: Math.round(positive('l1-mib', values['l1-mib']) * MIB),
-    apiHeapMib: apiHeapMib(values['api-heap-mib'], positive('l1-mib', values['l1-mib'])),
     profile: values.profile,
+    budgets: {
+      l1MaxBytes: Math.round(l1Mib * MIB),
+      validationCacheBytes: Math.round(validationMib * MIB),
+      baseBytes: Math.round(positive('base-mib', values['base-mib']) * MIB),
+    },
+    serviceHeapMib: Math.round(l1Mib + validationMib + 128),
   };
 }
 
-/** Left to itself, V8 lets the heap grow far past the live data (a full L1 plus its garbage). */
-function apiHeapMib(flag: string | undefined, l1Mib: number): number | undefined {
-  if (flag === undefined) return Math.round(l1Mib) + 128;
-  const mib = Number(flag);
-  if (!Number.isInteger(mib) || mib < 0) throw new Error(`--api-heap-mib: expected a whole number of MiB (0 = V8's own sizing), got "${flag}"`);
-  return mib === 0 ? undefined : mib;
-}
+/** `T` without its `id`, member by member of a union. */
+type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
 
-/** A forked TypeScript child (tsx loader), with its IPC channel. */
-function forkScript(script: string, options: { env?: NodeJS.ProcessEnv; execArgv?: string[]; stdout: 'ignore' | 'inherit' }): ChildProcess {
-  return fork(new URL(script, import.meta.url), [], {
-    execArgv: ['--import', 'tsx', ...(options.execArgv ?? [])],
-    env: options.env ?? process.env,
-    serialization: 'advanced',
-    stdio: ['ignore', options.stdout, 'inherit', 'ipc'],
-  });
-}
-
-class LoadProcess {
-  private readonly child = forkScript('./load.ts', { stdout: 'inherit' });
-  private readonly pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void; progress?: (done: number) => void }>();
+/** A forked TypeScript child (tsx loader) with an IPC channel of request/answer pairs. */
+class Child<Request extends { id: number }> {
+  readonly process: ChildProcess;
+  private readonly pending = new Map<
+    number,
+    { resolve: (value: unknown) => void; reject: (error: Error) => void; progress?: (done: number) => void }
+  >();
   private nextId = 0;
+  private exitCode: number | null | undefined;
 
-  constructor() {
-    this.child.on('message', (reply: LoadReply) => {
+  constructor(script: string, options: { env?: NodeJS.ProcessEnv; execArgv?: string[]; stdout: 'ignore' | 'inherit' }) {
+    this.process = fork(new URL(script, import.meta.url), [], {
+      execArgv: ['--import', 'tsx', ...(options.execArgv ?? [])],
+      env: options.env ?? process.env,
+      serialization: 'advanced',
+      stdio: ['ignore', options.stdout, 'inherit', 'ipc'],
+    });
+    this.process.on('message', (reply: HarnessReply | LoadReply | { port: number }) => {
+      if (!('id' in reply)) return;
       const waiter = this.pending.get(reply.id);
       if ('progress' in reply) return waiter?.progress?.(reply.progress);
       this.pending.delete(reply.id);
-      if ('error' in reply) waiter?.reject(new Error(`load process: ${reply.error}`));
+      if ('error' in reply) waiter?.reject(new Error(`${script}: ${reply.error}`));
       else waiter?.resolve(reply.result);
     });
-    this.child.on('exit', (code) => {
-      for (const waiter of this.pending.values()) waiter.reject(new Error(`load process exited (${code})`));
+    this.process.on('exit', (code) => {
+      this.exitCode = code;
+      for (const waiter of this.pending.values()) waiter.reject(new Error(`${script} exited (${code}); its stderr is above`));
       this.pending.clear();
     });
   }
 
-  call<T>(command: LoadCommand, progress?: (done: number) => void): Promise<T> {
+  call<T>(request: WithoutId<Request>, progress?: (done: number) => void): Promise<T> {
+    if (this.exitCode !== undefined) return Promise.reject(new Error(`the process exited (${this.exitCode}); its stderr is above`));
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (value: unknown) => void, reject, ...(progress ? { progress } : {}) });
-      this.child.send({ id, command });
+      this.process.send({ ...request, id });
     });
   }
 
-  stop(): void {
-    this.child.disconnect();
-  }
-}
-
-class ApiInstance {
-  private readonly exited: Promise<unknown>;
-  private exitCode: number | null | undefined;
-
-  private constructor(
-    private readonly child: ChildProcess,
-    readonly baseUrl: string,
-  ) {
-    this.exited = once(child, 'exit').then(([code]) => (this.exitCode = code as number | null));
-  }
-
-  static async start(env: NodeJS.ProcessEnv, settings: Settings, profileDir: string | undefined): Promise<ApiInstance> {
-    const execArgv = [
-      '--expose-gc',
-      ...(settings.apiHeapMib ? [`--max-old-space-size=${settings.apiHeapMib}`] : []),
-      ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []),
-    ];
-    const child = forkScript('./server.ts', { env, execArgv, stdout: 'ignore' });
-    const [message] = (await Promise.race([once(child, 'message'), once(child, 'exit').then(() => [undefined])])) as [{ port: number } | undefined];
-    if (!message) throw new Error('an API instance exited before listening (see its stderr above)');
-    return new ApiInstance(child, `http://127.0.0.1:${message.port}`);
-  }
-
-  /** `gc`: after a full garbage collection. */
-  async stats(gc = false): Promise<InstanceStats> {
-    if (this.exitCode !== undefined) throw new Error(`the API instance at ${this.baseUrl} died (exit code ${this.exitCode}); its stderr is above`);
-    const response = await fetch(`${this.baseUrl}/bench/stats${gc ? '?gc' : ''}`);
-    return (await response.json()) as InstanceStats;
-  }
-
-  /** `count` sequential acquisitions of `token`'s Graph token, timed inside the API process. */
-  async acquireCost(token: string, count: number): Promise<AcquireCost> {
-    const response = await fetch(`${this.baseUrl}/bench/acquire-cost?n=${count}`, { headers: { authorization: `Bearer ${token}` } });
-    if (!response.ok) throw new Error(`/bench/acquire-cost answered ${response.status}`);
-    return (await response.json()) as AcquireCost;
-  }
-
   async stop(): Promise<void> {
-    if (this.exitCode === undefined) this.child.send('stop');
-    await this.exited;
+    if (this.exitCode !== undefined) return;
+    const exited = once(this.process, 'exit');
+    this.process.send('stop');
+    await exited;
   }
 }
 
-interface Instances {
-  l1: ApiInstance;
-  l1Off: ApiInstance;
+type LoadRequest = { id: number; command: LoadCommand };
+
+class ServerProcess {
+  private constructor(
+    private readonly child: Child<HarnessRequest>,
+    readonly baseUrl: string,
+  ) {}
+
+  static async start(script: string, env: NodeJS.ProcessEnv, execArgv: string[]): Promise<ServerProcess> {
+    const child = new Child<HarnessRequest>(script, { env, execArgv: ['--expose-gc', ...execArgv], stdout: 'ignore' });
+    const [message] = (await Promise.race([once(child.process, 'message'), once(child.process, 'exit').then(() => [undefined])])) as [
+      { port: number } | undefined,
+    ];
+    if (!message) throw new Error(`${script} exited before listening (see its stderr above)`);
+    return new ServerProcess(child, `http://127.0.0.1:${message.port}`);
+  }
+
+  stats(gc: boolean): Promise<ProcessStats> {
+    return this.child.call({ kind: 'stats', gc });
+  }
+
+  profileStart(): Promise<void> {
+    return this.child.call({ kind: 'profile-start' });
+  }
+
+  profileStop(file: string): Promise<string> {
+    return this.child.call({ kind: 'profile-stop', file });
+  }
+
+  stop(): Promise<void> {
+    return this.child.stop();
+  }
 }
 
-interface Accumulated {
-  ok: number;
-  failed: number;
-  seconds: number;
-  latencies: Float64Array[];
-  perRound: number[];
-  exchanges: number;
-  cpuMicros: number;
-  cache: InstanceStats['cache'];
-  rssBytes: number;
+interface Tools {
+  emulator: Emulator;
+  redis: RedisServer;
+  load: Child<LoadRequest>;
+  /** wrk and its script, or undefined: autocannon in the load process. */
+  wrk: { bin: string; script: string } | undefined;
+  tokenFile: string;
+  profileDir: string;
+  log: (text: string) => void;
 }
 
 async function main(): Promise<void> {
   const settings = readSettings();
   const started = performance.now();
-  // Other work on the machine skews every number: recorded with the results.
   const loadAtStart = loadavg()[0] ?? 0;
-  const log = (text: string): void => void process.stderr.write(`[bench ${((performance.now() - started) / 1000).toFixed(0).padStart(4)} s] ${text}\n`);
+  const log = (text: string): void =>
+    void process.stderr.write(`[bench ${((performance.now() - started) / 1000).toFixed(0).padStart(4)} s] ${text}\n`);
+  const wrkBin = ensureWrk(log);
   const emulator = await startEmulator({ syntheticUsers: true });
   const redis = await startRedis();
   const scratch = await mkdtemp(join(tmpdir(), 'obo-bench-'));
-  const load = new LoadProcess();
+  const load = new Child<LoadRequest>('./load.ts', { stdout: 'inherit' });
   await mkdir(RESULTS_DIR, { recursive: true });
-  const profileDir = settings.profile ? join(RESULTS_DIR.pathname, 'profiles') : undefined;
+  const profileDir = join(RESULTS_DIR.pathname, 'profiles');
+  if (settings.profile) await mkdir(profileDir, { recursive: true });
   try {
+    const tools: Tools = {
+      emulator,
+      redis,
+      load,
+      wrk: wrkBin ? { bin: wrkBin, script: await writeWrkScript(scratch) } : undefined,
+      tokenFile: join(scratch, 'tokens.txt'),
+      profileDir,
+      log,
+    };
     const runs: UsersRun[] = [];
-    const tokenFile = join(scratch, 'tokens.txt');
+    let markdown = '';
     let minted = 0;
     for (const users of settings.users) {
-      const mintSeconds = await mintTokens(emulator, tokenFile, minted, users, (done) => log(`minted ${done.toLocaleString('en-US')} tokens`));
+      const mintSeconds = await mintTokens(emulator, tools.tokenFile, minted, users, (done) => log(`minted ${done.toLocaleString('en-US')} tokens`));
       minted = Math.max(minted, users);
-      await load.call({ kind: 'tokens', file: tokenFile });
-      runs.push(await runUsers(users, { settings, emulator, redis, load, mintSeconds, profileDir, log }));
+      await load.call({ command: { kind: 'tokens', file: tools.tokenFile } });
+      const profileHere = settings.profile && users === (settings.users.find((n) => n >= 1_000) ?? settings.users[0]);
+      runs.push(await runUsers(users, mintSeconds, profileHere, settings, tools));
+      // After every user count, so a long run stopped early keeps what it measured.
+      markdown = await writeResults(runs, { settings, started, loadAtStart, loadTool: tools.wrk ? 'wrk' : 'autocannon' });
     }
-    const results: BenchResults = {
-      startedAt: new Date(Date.now() - (performance.now() - started)).toISOString(),
-      totalSeconds: (performance.now() - started) / 1000,
-      machine: {
-        loadAverage: { start: loadAtStart, end: loadavg()[0] ?? 0 },
-        cpus: cpus().length,
-        cpuModel: cpus()[0]?.model.trim() ?? 'unknown',
-        memoryGiB: Math.round(totalmem() / 1024 ** 3),
-        node: process.version,
-        platform: `${process.platform}/${process.arch}`,
-      },
-      settings: {
-        secondsPerPhase: settings.seconds,
-        rounds: settings.rounds,
-        connections: settings.connections,
-        oneConnectionSeconds: settings.oneConnectionSeconds,
-        fillConcurrency: settings.fillConcurrency,
-        l1MaxBytes: settings.l1MaxBytes,
-        apiHeapMib: settings.apiHeapMib ?? null,
-        logLevel: 'info',
-      },
-      runs,
-      targets: evaluateTargets(runs, settings.l1MaxBytes),
-    };
-    const markdown = renderMarkdown(results);
-    await writeFile(new URL('latest.json', RESULTS_DIR), `${JSON.stringify(results, null, 2)}\n`);
-    await writeFile(new URL('latest.md', RESULTS_DIR), markdown);
     process.stdout.write(`\n${markdown}\nWritten to bench/results/latest.json and latest.md.\n`);
   } finally {
-    load.stop();
+    await load.stop();
     await redis.stop();
     await emulator.close();
     await rm(scratch, { recursive: true, force: true });
   }
 }
 
-interface RunContext {
-  settings: Settings;
-  emulator: Emulator;
-  redis: RedisServer;
-  load: LoadProcess;
-  mintSeconds: number;
-  profileDir: string | undefined;
-  log: (text: string) => void;
+async function writeResults(
+  runs: UsersRun[],
+  run: { settings: Settings; started: number; loadAtStart: number; loadTool: 'wrk' | 'autocannon' },
+): Promise<string> {
+  const { settings } = run;
+  const results: BenchResults = {
+    startedAt: new Date(Date.now() - (performance.now() - run.started)).toISOString(),
+    totalSeconds: (performance.now() - run.started) / 1000,
+    machine: {
+      loadAverage: { start: run.loadAtStart, end: loadavg()[0] ?? 0 },
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model.trim() ?? 'unknown',
+      memoryGiB: Math.round(totalmem() / 1024 ** 3),
+      node: process.version,
+      platform: `${process.platform}/${process.arch}`,
+    },
+    settings: {
+      loadTool: run.loadTool,
+      connections: settings.connections,
+      rounds: settings.rounds,
+      secondsPerSegment: settings.seconds,
+      budgets: settings.budgets,
+      serviceHeapMib: settings.serviceHeapMib,
+    },
+    runs,
+    targets: evaluateTargets(runs, settings.budgets),
+  };
+  const markdown = renderMarkdown(results);
+  await writeFile(new URL('latest.json', RESULTS_DIR), `${JSON.stringify(results, null, 2)}\n`);
+  await writeFile(new URL('latest.md', RESULTS_DIR), markdown);
+  return markdown;
 }
 
-async function runUsers(users: number, context: RunContext): Promise<UsersRun> {
-  const { settings, emulator, redis } = context;
-  const client = redis.client();
-  await client.flushall();
-  client.disconnect();
-  const env: NodeJS.ProcessEnv = {
-    PATH: process.env.PATH,
-    NODE_EXTRA_CA_CERTS: emulator.caPath,
+async function startServers(settings: Settings, tools: Tools): Promise<Record<ServerName, ServerProcess>> {
+  const { emulator, redis } = tools;
+  const tenant = emulator.tenant.id;
+  const base: NodeJS.ProcessEnv = { PATH: process.env.PATH, NODE_ENV: 'production', NODE_EXTRA_CA_CERTS: emulator.caPath };
+  const reference: NodeJS.ProcessEnv = {
+    ...base,
+    BENCH_JWKS_URL: `${emulator.authorityHost}/${tenant}/discovery/v2.0/keys`,
+    BENCH_ISSUER: `https://login.microsoftonline.com/${tenant}/v2.0`,
+    BENCH_AUDIENCE: emulator.api.clientId,
+    BENCH_SCOPE: 'access_as_user',
+  };
+  // Production defaults, but no rate limits: they would throttle 10 users at thousands of req/s.
+  const service: NodeJS.ProcessEnv = {
+    ...base,
     ...emulatorEnvironment(emulator),
     LOG_LEVEL: 'info',
     REDIS_URL: redis.url,
@@ -286,165 +315,144 @@ async function runUsers(users: number, context: RunContext): Promise<UsersRun> {
     CACHE_ENCRYPTION_KEYS: `bench:${randomBytes(32).toString('base64')}`,
     RATE_LIMIT_PER_MINUTE: '0',
     RATE_LIMIT_IP_PER_MINUTE: '0',
+    CACHE_L1_MAX_BYTES: String(settings.budgets.l1MaxBytes),
   };
-  const instances: Instances = {
-    l1: await ApiInstance.start({ ...env, CACHE_L1_MAX_BYTES: String(settings.l1MaxBytes) }, settings, context.profileDir),
-    l1Off: await ApiInstance.start({ ...env, CACHE_L1_MAX_BYTES: '0' }, settings, context.profileDir),
-  };
+  const heap = [`--max-old-space-size=${settings.serviceHeapMib}`];
+  const [referenceServer, floor, verifyEvery, defaults, l2Only] = await Promise.all([
+    ServerProcess.start('./reference-server.ts', reference, []),
+    ServerProcess.start('./floor-server.ts', reference, []),
+    ServerProcess.start('./server.ts', { ...service, TOKEN_VALIDATION_CACHE_MAX_BYTES: '0' }, heap),
+    ServerProcess.start('./server.ts', service, heap),
+    ServerProcess.start('./server.ts', { ...service, CACHE_L1_MAX_BYTES: '0' }, heap),
+  ]);
+  return { reference: referenceServer, floor, verifyEvery, defaults, l2Only };
+}
+
+async function runUsers(users: number, mintSeconds: number, profile: boolean, settings: Settings, tools: Tools): Promise<UsersRun> {
+  const { emulator, redis, load, log } = tools;
+  const client = redis.client();
+  await client.flushall();
+  client.disconnect();
+  const servers = await startServers(settings, tools);
   try {
-    const fill = await fillCaches(users, instances.l1, context);
-    const { phases, redisGet } = await measureRounds(users, instances, context);
-    const [l1Stats, l1OffStats] = [await instances.l1.stats(), await instances.l1Off.stats()];
-    const l1AfterGc = await instances.l1.stats(true);
-    // Last, as it makes one more exchange: the acquisition alone, timed inside each API process.
-    const token = mintToken(emulator, 0);
-    const lookup = { l1Hit: await instances.l1.acquireCost(token, 20_000), l2Hit: await instances.l1Off.acquireCost(token, 2_000) };
-    const peakRss = (instance: keyof Instances, last: number): number =>
-      Math.max(last, ...phases.filter((p) => PATHS[p.name].instance === instance).map((p) => p.apiRssBytes));
+    const url = (name: PathName): string => servers[PATHS[name].server].baseUrl + PATHS[name].path;
+    // Every user once, where state is kept: the defaults instance exchanges (filling L2, its L1
+    // and its verified-token cache), the other L1 instance then fills from L2, the floor its map.
+    const fills: UsersRun['fills'] = [];
+    for (const [server, name] of [
+      ['defaults', 'defaults'],
+      ['verifyEvery', 'verifyEvery'],
+      ['floor', 'floor'],
+    ] as const) {
+      log(`${users.toLocaleString('en-US')} users: filling ${server}`);
+      const fill = await load.call<WarmResult>({ command: { kind: 'warm', url: url(name), users, concurrency: settings.connections } }, (done) =>
+        log(`filled ${done.toLocaleString('en-US')} of ${users.toLocaleString('en-US')}`),
+      );
+      fills.push({
+        server,
+        seconds: fill.seconds,
+        failed: fill.failed,
+        ...(fill.firstFailure !== undefined ? { firstFailure: fill.firstFailure } : {}),
+      });
+    }
+    // One unrecorded second per path, so no path pays for the JIT.
+    for (const name of PATH_NAMES) await drive(url(name), users, 1, settings, tools);
+
+    const exchangesBefore = emulator.counters.token;
+    const segments = new Map<PathName, { load: LoadResult; cpuMicros: number; cache: Record<string, number> }[]>();
+    for (let round = 1; round <= settings.rounds; round++) {
+      log(`${users.toLocaleString('en-US')} users: round ${round} of ${settings.rounds}`);
+      // Forward, then backward (ABBA): a drifting machine favours no path.
+      for (const name of round % 2 === 1 ? PATH_NAMES : [...PATH_NAMES].reverse()) {
+        const server = servers[PATHS[name].server];
+        // A full collection first: no path pays for the garbage another one left.
+        const before = await server.stats(true);
+        const result = await drive(url(name), users, settings.seconds, settings, tools);
+        const after = await server.stats(false);
+        const cache = Object.fromEntries(Object.entries(after.counters).map(([key, value]) => [key, value - (before.counters[key] ?? 0)]));
+        segments.set(name, [...(segments.get(name) ?? []), { load: result, cpuMicros: after.cpuMicros - before.cpuMicros, cache }]);
+      }
+    }
+    const exchanges = emulator.counters.token - exchangesBefore;
+    const paths = PATH_NAMES.map((name): PathResult => {
+      const all = segments.get(name) ?? [];
+      const requests = all.reduce((n, s) => n + s.load.requests, 0);
+      const seconds = all.reduce((n, s) => n + s.load.seconds, 0);
+      const cache: Record<string, number> = {};
+      for (const s of all) for (const [key, value] of Object.entries(s.cache)) if (!GAUGES.has(key)) cache[key] = (cache[key] ?? 0) + value;
+      return {
+        name,
+        requests,
+        failed: all.reduce((n, s) => n + s.load.failed, 0),
+        seconds,
+        reqPerSec: requests / seconds,
+        perRoundReqPerSec: all.map((s) => s.load.requests / s.load.seconds),
+        p50Ms: median(all.map((s) => s.load.p50Ms)),
+        p99Ms: median(all.map((s) => s.load.p99Ms)),
+        perRoundP99Ms: all.map((s) => s.load.p99Ms),
+        cpuMicrosPerRequest: all.reduce((n, s) => n + s.cpuMicros, 0) / requests,
+        cache,
+      };
+    });
+    const profiles = profile ? await profileTokenPaths(users, servers, url, settings, tools) : [];
+    const [defaults, verifyEvery, l2Only, reference] = [
+      await servers.defaults.stats(true),
+      await servers.verifyEvery.stats(true),
+      await servers.l2Only.stats(true),
+      await servers.reference.stats(true),
+    ];
     return {
       users,
-      mintSeconds: context.mintSeconds,
-      fill,
-      phases,
-      redisGet,
-      lookup,
+      mintSeconds,
+      fills,
+      exchangesPerUser: exchanges / users,
+      paths,
       memory: {
-        l1InstanceRssBytes: peakRss('l1', l1Stats.rssBytes),
-        l1InstanceAfterGc: { rssBytes: l1AfterGc.rssBytes, heapUsedBytes: l1AfterGc.heapUsedBytes },
-        l1OffInstanceRssBytes: peakRss('l1Off', l1OffStats.rssBytes),
-        l1AccountedBytes: l1Stats.l1Bytes,
-        l1Entries: l1Stats.l1Entries,
+        defaultsRssBytes: defaults.rssBytes,
+        defaultsHeapUsedBytes: defaults.heapUsedBytes,
+        l1Entries: defaults.counters['l1Entries'] ?? Number.NaN,
+        l1AccountedBytes: defaults.counters['l1Bytes'] ?? Number.NaN,
+        tokenCacheEntries: defaults.counters['tokenCacheEntries'] ?? Number.NaN,
+        tokenCacheMaxBytes: defaults.counters['tokenCacheMaxBytes'] ?? Number.NaN,
+        verifyEveryRssBytes: verifyEvery.rssBytes,
+        l2OnlyRssBytes: l2Only.rssBytes,
+        referenceRssBytes: reference.rssBytes,
       },
+      profiles,
     };
   } finally {
-    await Promise.all([instances.l1.stop(), instances.l1Off.stop()]);
+    await Promise.all(Object.values(servers).map((server) => server.stop()));
   }
 }
 
-/** Every user's first request through the token path: one exchange each, filling L1 and L2. */
-async function fillCaches(users: number, instance: ApiInstance, context: RunContext): Promise<UsersRun['fill']> {
-  const { emulator, load, log } = context;
-  log(`${users.toLocaleString('en-US')} users: filling the caches (one exchange per user)`);
-  const before = { exchanges: emulator.counters.token, api: await instance.stats(), emulatorCpu: process.cpuUsage() };
-  const fill = await load.call<WarmResult>(
-    { kind: 'warm', url: `${instance.baseUrl}/bench/token`, users, concurrency: context.settings.fillConcurrency },
-    (done) => log(`filled ${done.toLocaleString('en-US')} of ${users.toLocaleString('en-US')}`),
-  );
-  const emulatorCpu = process.cpuUsage(before.emulatorCpu);
-  const exchanges = emulator.counters.token - before.exchanges;
-  log(`filled in ${fill.seconds.toFixed(1)} s (${fill.failed} failed)`);
-  return {
-    seconds: fill.seconds,
-    exchangesPerUser: exchanges / users,
-    failed: fill.failed,
-    ...(fill.firstFailure !== undefined ? { firstFailure: fill.firstFailure } : {}),
-    apiCpuMsPerExchange: ((await instance.stats()).cpuMicros - before.api.cpuMicros) / 1000 / exchanges,
-    emulatorCpuMsPerExchange: (emulatorCpu.user + emulatorCpu.system) / 1000 / exchanges,
-  };
+/** One more segment of the reference and of each service token path, under V8's CPU profiler (not counted in the table). */
+async function profileTokenPaths(
+  users: number,
+  servers: Record<ServerName, ServerProcess>,
+  url: (name: PathName) => string,
+  settings: Settings,
+  tools: Tools,
+): Promise<ProfileSummary[]> {
+  const summaries: ProfileSummary[] = [];
+  for (const name of ['reference', 'verifyEvery', 'defaults'] as const) {
+    const server = servers[PATHS[name].server];
+    tools.log(`${users.toLocaleString('en-US')} users: profiling ${name}`);
+    await server.stats(true);
+    await server.profileStart();
+    const result = await drive(url(name), users, settings.seconds, settings, tools);
+    const file = await server.profileStop(join(tools.profileDir, `${name}-${users}-users.cpuprofile`));
+    const summary = await summarizeProfile(file, result.requests);
+    summaries.push({ ...summary, file: `bench/results/profiles/${name}-${users}-users.cpuprofile` });
+    process.stderr.write(`\n${renderProfile(summaries.at(-1) as ProfileSummary).join('\n')}\n`);
+  }
+  return summaries;
 }
 
-/**
- * Rounds of every path under load, then every path and a bare Redis GET with one connection.
- * Rounds run forward, then backward (ABBA): a drifting machine favours no path, and the pairs
- * compared (ceiling and L1, L1 and L2, L2 and the bare GET) always run back to back. Each
- * segment under load starts after a full garbage collection in the instance it measures.
- */
-async function measureRounds(users: number, instances: Instances, context: RunContext): Promise<{ phases: PhaseResult[]; redisGet: UsersRun['redisGet'] }> {
-  const { settings, emulator, load, log } = context;
-  const url = (name: PhaseName): string => instances[PATHS[name].instance].baseUrl + PATHS[name].path;
-  // One unrecorded second per path first, so no path pays for the JIT.
-  for (const name of PHASES) await load.call<HttpResult>({ kind: 'http', url: url(name), users, seconds: 1, connections: settings.connections });
-
-  const totals = new Map<PhaseName, Accumulated>();
-  const oneConnection = new Map<PhaseName, Float64Array[]>();
-  const redisGets: Float64Array[] = [];
-  let redisKeys = 0;
-  for (let round = 1; round <= settings.rounds; round++) {
-    log(`${users.toLocaleString('en-US')} users: round ${round} of ${settings.rounds}`);
-    const order = round % 2 === 1 ? PHASES : [...PHASES].reverse();
-    for (const name of order) {
-      const instance = instances[PATHS[name].instance];
-      // A full collection first: no path pays for the garbage another one left (GET /api/me leaves most).
-      const before = { stats: await instance.stats(true), exchanges: emulator.counters.token };
-      const result = await load.call<HttpResult>({ kind: 'http', url: url(name), users, seconds: settings.seconds, connections: settings.connections });
-      accumulate(totals, name, result, before, { stats: await instance.stats(), exchanges: emulator.counters.token });
-    }
-    for (const name of order) {
-      const single = await load.call<HttpResult>({ kind: 'http', url: url(name), users, seconds: settings.oneConnectionSeconds, connections: 1 });
-      oneConnection.set(name, [...(oneConnection.get(name) ?? []), single.latenciesMs]);
-    }
-    const gets = await load.call<RedisResult>({ kind: 'redis', url: context.redis.url, keyPrefix: KEY_PREFIX, seconds: settings.oneConnectionSeconds });
-    redisGets.push(gets.latenciesMs);
-    redisKeys = gets.keys;
-  }
-
-  const phases = PHASES.flatMap((name): PhaseResult[] => {
-    const total = totals.get(name);
-    if (!total) return [];
-    const loaded = percentiles(concat(total.latencies));
-    const single = percentiles(concat(oneConnection.get(name) ?? []));
-    return [
-      {
-        name,
-        requests: total.ok,
-        failed: total.failed,
-        reqPerSec: total.ok / total.seconds,
-        perRoundReqPerSec: total.perRound,
-        p50Ms: loaded.p50,
-        p99Ms: loaded.p99,
-        oneConnectionP50Ms: single.p50,
-        oneConnectionP99Ms: single.p99,
-        exchangesPerUser: total.exchanges / users,
-        apiCpuPercent: (total.cpuMicros / 1e6 / total.seconds) * 100,
-        cache: total.cache,
-        apiRssBytes: total.rssBytes,
-      },
-    ];
-  });
-  const redis = percentiles(concat(redisGets));
-  return { phases, redisGet: { p50Ms: redis.p50, p99Ms: redis.p99, keys: redisKeys } };
-}
-
-function accumulate(
-  totals: Map<PhaseName, Accumulated>,
-  name: PhaseName,
-  result: HttpResult,
-  before: { stats: InstanceStats; exchanges: number },
-  after: { stats: InstanceStats; exchanges: number },
-): void {
-  const total = totals.get(name) ?? {
-    ok: 0,
-    failed: 0,
-    seconds: 0,
-    latencies: [],
-    perRound: [],
-    exchanges: 0,
-    cpuMicros: 0,
-    cache: { l1Hits: 0, l2Hits: 0, joins: 0, misses: 0, l2Errors: 0 },
-    rssBytes: 0,
-  };
-  total.ok += result.ok;
-  total.failed += result.failed;
-  total.seconds += result.seconds;
-  total.latencies.push(result.latenciesMs);
-  total.perRound.push(result.ok / result.seconds);
-  total.exchanges += after.exchanges - before.exchanges;
-  total.cpuMicros += after.stats.cpuMicros - before.stats.cpuMicros;
-  for (const counter of Object.keys(total.cache) as (keyof InstanceStats['cache'])[]) {
-    total.cache[counter] += after.stats.cache[counter] - before.stats.cache[counter];
-  }
-  total.rssBytes = Math.max(total.rssBytes, after.stats.rssBytes);
-  totals.set(name, total);
-}
-
-function concat(arrays: Float64Array[]): Float64Array {
-  const all = new Float64Array(arrays.reduce((n, a) => n + a.length, 0));
-  let offset = 0;
-  for (const array of arrays) {
-    all.set(array, offset);
-    offset += array.length;
-  }
-  return all;
+function drive(url: string, users: number, seconds: number, settings: Settings, tools: Tools): Promise<LoadResult> {
+  const { connections } = settings;
+  return tools.wrk
+    ? runWrk(tools.wrk.bin, tools.wrk.script, url, { tokenFile: tools.tokenFile, users, seconds, connections })
+    : tools.load.call<LoadResult>({ command: { kind: 'http', url, users, seconds, connections } });
 }
 
 await main();

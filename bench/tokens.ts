@@ -11,12 +11,12 @@ const LIFETIME_SECONDS = 4 * 3600;
 const BATCH = 5_000;
 
 /** The oid of synthetic user `index` (the emulator accepts any GUID with `syntheticUsers`). */
-export function syntheticOid(index: number): string {
+function syntheticOid(index: number): string {
   return `5e000000-0000-4000-8000-${index.toString(16).padStart(12, '0')}`;
 }
 
 /** A new token of synthetic user `index` (a new partition: its first use is an exchange). */
-export function mintToken(emulator: Emulator, index: number): string {
+function mintToken(emulator: Emulator, index: number): string {
   return emulator.mint({ extraClaims: { oid: syntheticOid(index) }, lifetimeSeconds: LIFETIME_SECONDS });
 }
 

@@ -7,7 +7,7 @@ export interface BreakerOptions {
   openMs?: number;
 }
 
-export const BREAKER_DEFAULTS = { failureThreshold: 5, openMs: 5000 } as const;
+const BREAKER_DEFAULTS = { failureThreshold: 5, openMs: 5000 } as const;
 
 /**
  * A consecutive-failure circuit breaker. Closed: everything passes. Open: nothing passes

@@ -3,7 +3,7 @@
  * code, never on the message. None of these messages ever contains a cached value, a full
  * cache key or key material.
  */
-export type CacheErrorCode =
+type CacheErrorCode =
   | 'CACHE_CONFIG_INVALID'
   | 'CACHE_ENCRYPTION_KEY_INVALID'
   | 'CACHE_KEY_INVALID'
@@ -14,7 +14,7 @@ export type CacheErrorCode =
   | 'L2_COMMAND_FAILED'
   | 'ENVELOPE_INVALID';
 
-export class CacheError extends Error {
+class CacheError extends Error {
   readonly code: CacheErrorCode;
 
   constructor(code: CacheErrorCode, message: string, options?: { cause?: unknown }) {
@@ -108,8 +108,4 @@ export class EnvelopeError extends CacheError {
     super('ENVELOPE_INVALID', message);
     this.reason = reason;
   }
-}
-
-export function isL2Error(err: unknown): err is L2Error {
-  return err instanceof L2Error;
 }

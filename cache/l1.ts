@@ -47,10 +47,6 @@ export class L1<V> {
         : undefined;
   }
 
-  get enabled(): boolean {
-    return this.lru !== undefined;
-  }
-
   get(key: string): L1Record<V> | undefined {
     const record = this.lru?.get(key);
     if (record === undefined) return undefined;
@@ -72,6 +68,7 @@ export class L1<V> {
     this.lru?.delete(key);
   }
 
+  /** Drops every entry (not counted as evictions). */
   clear(): void {
     this.lru?.clear();
   }

@@ -28,8 +28,12 @@ export interface L2Store {
    * Deliver every later message of the channel to `listener`, across reconnects. Resolves
    * once the subscription is active (which may be never while the store is down; callers
    * should not await it on a request path). Returns the function that unsubscribes.
+   * `onInterrupted` is called whenever messages may have been lost (the subscription's
+   * connection dropped). All subscriptions of one store share one connection, so messages of
+   * all its channels arrive in the order the store accepted them (the invalidation bus relies
+   * on it: see cache/README.md).
    */
-  subscribe(channel: string, listener: (message: string) => void): Promise<() => Promise<void>>;
+  subscribe(channel: string, listener: (message: string) => void, onInterrupted?: () => void): Promise<() => Promise<void>>;
   /** Resolves once the store can serve commands. May stay pending while it is down. */
   ready(): Promise<void>;
   /** Synchronous, cheap: safe to call on every /readyz and every metrics scrape. */

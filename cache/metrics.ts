@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { CacheConfigError, L2TimeoutError, L2UnavailableError, type L2Op } from './errors.js';
 import type { EnvelopeError } from './errors.js';
 import type { BreakerState } from './l2-store.js';
@@ -14,6 +14,8 @@ export interface MetricSources {
   l1MaxBytes: number;
   /** undefined when there is no L2. */
   l2(): { up: boolean; breaker: BreakerState } | undefined;
+  /** undefined when there is no L2. */
+  invalidations(): { flowing: boolean; lastSyncAgeMs: number | undefined } | undefined;
 }
 
 const BREAKER_VALUE: Record<BreakerState, number> = { closed: 0, 'half-open': 1, open: 2 };
@@ -33,6 +35,8 @@ export class CacheMetrics {
   readonly joinProcess: Counter.Internal;
   readonly joinCluster: Counter.Internal;
   readonly lockWaitTimeout: Counter.Internal;
+  readonly l1Rechecked: Counter;
+  readonly resynced: Counter;
   private readonly creates: Counter<'trigger' | 'result'>;
   private readonly createSeconds: Histogram<'trigger'>;
   private readonly l1Removals: Counter<'reason'>;
@@ -41,6 +45,7 @@ export class CacheMetrics {
   private readonly decryptFailures: Counter<'reason'>;
   private readonly refreshes: Counter<'result'>;
   private readonly invalidations: Counter<'origin'>;
+  private readonly startupWaits: Counter<'result'>;
   private readonly registry: Registry;
 
   constructor(registry: Registry, sources: MetricSources) {
@@ -154,6 +159,41 @@ export class CacheMetrics {
       labelNames: ['origin'] as const,
       registers,
     });
+    new Gauge({
+      name: 'obo_cache_invalidations_flowing',
+      help: 'Invalidation deliveries confirmed within the bound (a heartbeat echoed on the subscriber connection): 1 yes, 0 no, so L1 hits are re-checked against L2 (-1 = no L2)',
+      registers,
+      collect() {
+        const state = sources.invalidations();
+        this.set(state ? (state.flowing ? 1 : 0) : -1);
+      },
+    });
+    new Gauge({
+      name: 'obo_cache_invalidations_last_sync_age_seconds',
+      help: 'Seconds since the invalidation subscriber was last confirmed connected and delivering (-1 = never, or no L2)',
+      registers,
+      collect() {
+        const age = sources.invalidations()?.lastSyncAgeMs;
+        this.set(age === undefined ? -1 : age / 1000);
+      },
+    });
+    this.l1Rechecked = new Counter({
+      name: 'obo_cache_l1_rechecks_total',
+      help: 'L1 entries re-checked against L2 before being served, because invalidations were not confirmed flowing',
+      registers,
+    });
+    this.resynced = new Counter({
+      name: 'obo_cache_invalidation_resyncs_total',
+      help: 'Times L1 was dropped because invalidations may have been missed (the subscriber was disconnected, or a heartbeat was lost)',
+      registers,
+    });
+
+    this.startupWaits = new Counter({
+      name: 'obo_cache_l2_startup_waits_total',
+      help: "Misses that waited for L2's first connection after start (l2StartupWaitMs): result=connected or timed_out (then created without L2)",
+      labelNames: ['result'] as const,
+      registers,
+    });
 
     // Zero-initialise the label sets dashboards and alerts rely on (rate() misses a series'
     // first increment). prom-client creates a series on inc(), not on labels().
@@ -162,6 +202,7 @@ export class CacheMetrics {
     for (const op of L2_OPS) for (const kind of ['timeout', 'error'] as const) this.l2Errors.labels({ op, kind }).inc(0);
     for (const result of ['ok', 'error', 'adopted', 'skipped'] as const) this.refreshes.labels({ result }).inc(0);
     for (const origin of ['local', 'remote'] as const) this.invalidations.labels({ origin }).inc(0);
+    for (const result of ['connected', 'timed_out'] as const) this.startupWaits.labels({ result }).inc(0);
     for (const reason of DECRYPT_FAILURES) this.decryptFailures.labels({ reason }).inc(0);
     for (const trigger of ['miss', 'force', 'refresh'] as const) {
       for (const result of ['ok', 'error'] as const) this.creates.labels({ trigger, result }).inc(0);
@@ -195,6 +236,10 @@ export class CacheMetrics {
 
   refreshed(result: RefreshResult): void {
     this.refreshes.labels({ result }).inc();
+  }
+
+  l2StartupWaited(result: 'connected' | 'timed_out'): void {
+    this.startupWaits.labels({ result }).inc();
   }
 
   invalidated(origin: 'local' | 'remote'): void {

@@ -1,8 +1,10 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BreakerOptions } from './breaker.js';
 import { CacheConfigError, L2UnavailableError, type L2Op } from './errors.js';
 import type { L2Health, L2Store } from './l2-store.js';
+import { RotatingCredentials, type RedisCredentials, type RedisCredentialSource } from './redis-credentials.js';
 import { withResilience } from './resilient-store.js';
 
 export interface RedisStoreOptions {
@@ -22,9 +24,18 @@ export interface RedisStoreOptions {
   connectTimeoutMs?: number;
   /** Upper bound of the reconnect backoff. Default 2000 ms. */
   maxReconnectDelayMs?: number;
+  /**
+   * Short-lived credentials (REDIS_AUTH=entra: the token's `oid` and the token) instead of a
+   * password: every connection authenticates with the current ones, live command connections
+   * re-AUTH before they expire, and the subscriber is replaced by one with fresh credentials.
+   */
+  credentials?: RedisCredentialSource;
 }
 
 type Connection = Redis | Cluster;
+
+/** How long a replacement subscriber may take to connect and subscribe before we keep the old one. */
+const SUBSCRIBER_SWAP_TIMEOUT_MS = 10_000;
 
 // Compare-and-delete: only the owner that took the lock may release it.
 const UNLOCK_SCRIPT = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
@@ -49,25 +60,41 @@ export function createRedisStore(options: RedisStoreOptions): L2Store {
  * it (the rate limiter). The caller handles its `error` events and quits it.
  */
 export function createRedisConnection(options: RedisStoreOptions): Redis | Cluster {
-  return connect(options).client;
+  const auth = options.credentials ? new RotatingCredentials(options.credentials, options.logger) : undefined;
+  const { client } = connect(options, auth);
+  if (auth) {
+    authenticateWith(client, auth, options.logger);
+    client.once('end', () => auth.stop());
+  }
+  return client;
 }
 
 /** The raw ioredis store, without timeouts or breaker; use createRedisStore. */
-export class RedisStore implements L2Store {
+class RedisStore implements L2Store {
   private readonly client: Connection;
   private readonly newSubscriber: () => Connection;
   private readonly log: Logger;
+  private readonly auth: RotatingCredentials | undefined;
   private subscriber: Connection | undefined;
   private readonly listeners = new Map<string, Set<(message: string) => void>>();
+  /** Told when the subscriber's connection drops: messages published until it is back are lost. */
+  private readonly interruptions = new Set<() => void>();
+  private swapping = false;
   private closed = false;
 
   constructor(options: RedisStoreOptions) {
     this.log = options.logger;
-    const { client, newSubscriber, target } = connect(options);
+    this.auth = options.credentials ? new RotatingCredentials(options.credentials, this.log) : undefined;
+    const { client, newSubscriber, target } = connect(options, this.auth);
     this.client = client;
     this.newSubscriber = newSubscriber;
     watch(client, this.log, { target, role: 'commands' });
     client.once('ready', () => void this.inspectMemoryPolicy());
+    if (this.auth) {
+      authenticateWith(client, this.auth, this.log);
+      // A subscriber cannot re-AUTH (RESP2 subscribe mode): it is replaced instead.
+      this.auth.onChange(() => void this.replaceSubscriber());
+    }
   }
 
   async get(key: string): Promise<Buffer | null> {
@@ -95,7 +122,10 @@ export class RedisStore implements L2Store {
     await this.command('publish', (client) => client.publish(channel, message));
   }
 
-  async subscribe(channel: string, listener: (message: string) => void): Promise<() => Promise<void>> {
+  async subscribe(channel: string, listener: (message: string) => void, onInterrupted?: () => void): Promise<() => Promise<void>> {
+    if (this.closed) throw new L2UnavailableError('subscribe', 'closed');
+    // Without credentials the subscriber would connect unauthenticated: wait for them.
+    await this.auth?.whenValid();
     if (this.closed) throw new L2UnavailableError('subscribe', 'closed');
     const sub = this.subscriberConnection();
     let set = this.listeners.get(channel);
@@ -104,14 +134,17 @@ export class RedisStore implements L2Store {
       this.listeners.set(channel, set);
     }
     set.add(listener);
+    if (onInterrupted) this.interruptions.add(onInterrupted);
     // Queued until connected (the subscriber keeps an offline queue); ioredis re-subscribes
     // after every reconnect by itself.
     await sub.subscribe(channel);
     return async () => {
+      if (onInterrupted) this.interruptions.delete(onInterrupted);
       const current = this.listeners.get(channel);
       if (!current?.delete(listener) || current.size > 0) return;
       this.listeners.delete(channel);
-      if (sub.status === 'ready') await sub.unsubscribe(channel).catch(() => undefined);
+      const now = this.subscriber;
+      if (now?.status === 'ready') await now.unsubscribe(channel).catch(() => undefined);
     };
   }
 
@@ -122,6 +155,8 @@ export class RedisStore implements L2Store {
 
   health(): L2Health {
     if (this.closed) return { status: 'degraded', detail: 'closed' };
+    const authProblem = this.auth?.health();
+    if (authProblem) return { status: 'degraded', detail: `${authProblem} (${this.client.status})` };
     if (this.client.status !== 'ready') return { status: 'degraded', detail: `disconnected (${this.client.status})` };
     if (this.subscriber && this.subscriber.status !== 'ready') {
       return { status: 'degraded', detail: `invalidation subscriber disconnected (${this.subscriber.status})` };
@@ -132,7 +167,9 @@ export class RedisStore implements L2Store {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.auth?.stop();
     this.listeners.clear();
+    this.interruptions.clear();
     await Promise.all([shutdown(this.client), this.subscriber ? shutdown(this.subscriber) : undefined]);
   }
 
@@ -152,9 +189,15 @@ export class RedisStore implements L2Store {
     const policy = /^maxmemory_policy:(\S+)/m.exec(info)?.[1];
     if (maxmemory === undefined || policy === undefined) return;
     if (maxmemory === '0') {
-      this.log.info({ policy }, 'L2: Redis has no maxmemory; entries leave by TTL only (to cap memory set maxmemory and maxmemory-policy volatile-ttl)');
+      this.log.info(
+        { policy },
+        'L2: Redis has no maxmemory; entries leave by TTL only (to cap memory set maxmemory and maxmemory-policy volatile-ttl)',
+      );
     } else if (policy === 'noeviction') {
-      this.log.warn({ maxmemory: Number(maxmemory), policy }, 'L2: Redis refuses writes when full (noeviction); the cache then runs on L1 + create(). Prefer maxmemory-policy volatile-ttl');
+      this.log.warn(
+        { maxmemory: Number(maxmemory), policy },
+        'L2: Redis refuses writes when full (noeviction); the cache then runs on L1 + create(). Prefer maxmemory-policy volatile-ttl',
+      );
     }
   }
 
@@ -181,9 +224,53 @@ export class RedisStore implements L2Store {
 
   private subscriberConnection(): Connection {
     if (this.subscriber) return this.subscriber;
-    const sub = this.newSubscriber();
+    const sub = this.wiredSubscriber();
     this.subscriber = sub;
+    return sub;
+  }
+
+  /**
+   * Make before break: a new subscriber, with the current credentials, subscribes to every
+   * channel before the old one is closed, so no message falls between the two (a few may
+   * arrive twice, which invalidations tolerate). If the new one fails, the old one stays.
+   */
+  private async replaceSubscriber(): Promise<void> {
+    const old = this.subscriber;
+    if (!old || this.closed || this.swapping) return;
+    this.swapping = true;
+    const next = this.wiredSubscriber();
+    try {
+      const channels = [...this.listeners.keys()];
+      if (channels.length > 0) {
+        const timer = sleep(SUBSCRIBER_SWAP_TIMEOUT_MS, 'timeout' as const, { ref: false });
+        const outcome = await Promise.race([next.subscribe(...channels), timer]);
+        if (outcome === 'timeout') throw new Error(`not subscribed within ${SUBSCRIBER_SWAP_TIMEOUT_MS} ms`);
+      }
+      if (this.closed) throw new Error('closed');
+      this.subscriber = next;
+      this.log.debug('L2: invalidation subscriber replaced with fresh credentials');
+      // Retired on purpose: its close is neither a lost connection nor an interruption.
+      old.removeAllListeners('close');
+      await shutdown(old);
+    } catch (err) {
+      next.disconnect();
+      if (!this.closed) this.log.warn({ error: err instanceof Error ? err.message : String(err) }, 'L2: could not replace the invalidation subscriber; keeping the old one');
+    } finally {
+      this.swapping = false;
+    }
+  }
+
+  private wiredSubscriber(): Connection {
+    const sub = this.newSubscriber();
     watch(sub, this.log, { target: 'subscriber', role: 'invalidation subscriber' });
+    let wasReady = false;
+    sub.on('ready', () => {
+      wasReady = true;
+    });
+    sub.on('close', () => {
+      if (!wasReady || sub !== this.subscriber || this.closed) return;
+      for (const interrupted of this.interruptions) interrupted();
+    });
     sub.on('message', (channel: string, message: string) => {
       const set = this.listeners.get(channel);
       if (!set) return;
@@ -199,7 +286,7 @@ export class RedisStore implements L2Store {
   }
 }
 
-function connect(options: RedisStoreOptions): { client: Connection; newSubscriber: () => Connection; target: string } {
+function connect(options: RedisStoreOptions, auth?: RotatingCredentials): { client: Connection; newSubscriber: () => Connection; target: string } {
   const hasUrl = options.url !== undefined && options.url !== '';
   const hasNodes = options.clusterNodes !== undefined && options.clusterNodes.length > 0;
   if (hasUrl === hasNodes) throw new CacheConfigError('give exactly one of url (REDIS_URL) or clusterNodes (REDIS_CLUSTER_NODES)');
@@ -213,6 +300,8 @@ function connect(options: RedisStoreOptions): { client: Connection; newSubscribe
     maxRetriesPerRequest: 0,
     commandTimeout: options.commandTimeoutMs,
     connectionName: 'obo-cache',
+    // With rotating credentials, a connection starts once there are some (authenticateWith).
+    ...(auth ? { lazyConnect: true } : {}),
   };
   // The subscriber is allowed to queue its SUBSCRIBE until the server is reachable.
   const forSubscriber: Partial<RedisOptions> = { commandTimeout: undefined, maxRetriesPerRequest: null, connectionName: 'obo-cache-sub' };
@@ -226,7 +315,8 @@ function connect(options: RedisStoreOptions): { client: Connection; newSubscribe
       retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 10), maxDelay),
     };
     const client = new Redis(url, redisOptions);
-    return { client, target, newSubscriber: () => new Redis(url, { ...redisOptions, ...forSubscriber, enableOfflineQueue: true }) };
+    const newSubscriber = () => subscriberWith(new Redis(url, { ...redisOptions, ...forSubscriber, enableOfflineQueue: true }), auth, options.logger);
+    return { client, target, newSubscriber };
   }
 
   const nodes = (options.clusterNodes as string[]).map(parseNode);
@@ -237,6 +327,7 @@ function connect(options: RedisStoreOptions): { client: Connection; newSubscribe
   };
   const clusterOptions = (subscriber: boolean): ClusterOptions => ({
     enableOfflineQueue: subscriber,
+    ...(auth ? { lazyConnect: true } : {}),
     clusterRetryStrategy: (times) => Math.min(100 * times, maxDelay),
     slotsRefreshTimeout: Math.max(1000, options.commandTimeoutMs * 5),
     redisOptions: { ...base, ...credentials, ...(subscriber ? forSubscriber : {}) },
@@ -245,8 +336,69 @@ function connect(options: RedisStoreOptions): { client: Connection; newSubscribe
   return {
     client,
     target: `cluster ${nodes.map((n) => `${n.host}:${n.port}`).join(',')}`,
-    newSubscriber: () => new Cluster(nodes, clusterOptions(true)),
+    newSubscriber: () => subscriberWith(new Cluster(nodes, clusterOptions(true)), auth, options.logger),
   };
+}
+
+/** A subscriber keeps the current credentials for its reconnects; it cannot re-AUTH (RedisStore replaces it). */
+function subscriberWith(sub: Connection, auth: RotatingCredentials | undefined, log: Logger): Connection {
+  if (auth) authenticateWith(sub, auth, log, { reauth: false });
+  return sub;
+}
+
+/**
+ * Starts a lazy connection once there are credentials, and on every new set: updates what its
+ * (re)connects authenticate with and, unless told not to, re-AUTHs it (every live node of a
+ * Cluster) so the server never sees an expired token on it.
+ */
+function authenticateWith(conn: Connection, auth: RotatingCredentials, log: Logger, how: { reauth: boolean } = { reauth: true }): void {
+  const start = () => {
+    if (conn.status === 'wait') conn.connect().catch(() => undefined); // failures arrive as 'error' events
+  };
+  const current = auth.valid;
+  if (current) {
+    setCredentials(conn, current);
+    start();
+  }
+  const update = (credentials: RedisCredentials) => {
+    setCredentials(conn, credentials);
+    if (how.reauth) reauthenticate(conn, credentials, log);
+    start();
+  };
+  auth.onChange(update);
+  conn.once('end', () => auth.offChange(update));
+}
+
+function setCredentials(conn: Connection, { username, password }: RedisCredentials): void {
+  if (conn instanceof Cluster) {
+    // New node connections are made from redisOptions; existing ones reconnect with their own options.
+    const redisOptions = (conn.options.redisOptions ??= {});
+    redisOptions.username = username;
+    redisOptions.password = password;
+    for (const node of conn.nodes('all')) {
+      node.options.username = username;
+      node.options.password = password;
+    }
+    return;
+  }
+  conn.options.username = username;
+  conn.options.password = password;
+}
+
+function reauthenticate(conn: Connection, credentials: RedisCredentials, log: Logger, retry = true): void {
+  const nodes = conn instanceof Cluster ? conn.nodes('all') : [conn];
+  for (const node of nodes) {
+    if (node.status !== 'ready') continue;
+    node.call('AUTH', credentials.username, credentials.password).catch((err: unknown) => {
+      const error = err instanceof Error ? err.message : String(err);
+      // Once more (a timeout may just be a slow server); past that, the reconnect uses the new token.
+      if (retry && node.options.password === credentials.password) {
+        setTimeout(() => reauthenticate(node, credentials, log, false), 1_000).unref();
+        return;
+      }
+      log.warn({ error }, 'L2: re-AUTH with a fresh Entra token failed; the connection reconnects with it when the old one expires');
+    });
+  }
 }
 
 function parseNode(text: string, index: number): { host: string; port: number } {
@@ -312,7 +464,7 @@ async function shutdown(conn: Connection): Promise<void> {
     conn.disconnect();
     return;
   }
-  const timer = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 500).unref());
+  const timer: Promise<'timeout'> = sleep(500, 'timeout', { ref: false });
   try {
     const result = await Promise.race([conn.quit(), timer]);
     if (result === 'timeout') conn.disconnect();

@@ -66,8 +66,8 @@ class ResilientStore implements L2Store {
   }
 
   /** Not bounded: a subscription legitimately waits for the store to come back. */
-  subscribe(channel: string, listener: (message: string) => void): Promise<() => Promise<void>> {
-    return this.inner.subscribe(channel, listener);
+  subscribe(channel: string, listener: (message: string) => void, onInterrupted?: () => void): Promise<() => Promise<void>> {
+    return this.inner.subscribe(channel, listener, onInterrupted);
   }
 
   ready(): Promise<void> {
@@ -79,9 +79,7 @@ class ResilientStore implements L2Store {
     const breaker = this.breaker.state;
     if (breaker === 'closed') return { ...inner, breaker };
     const detail =
-      breaker === 'open'
-        ? `circuit breaker open (next probe in ${Math.ceil(this.breaker.msUntilProbe)} ms)`
-        : 'circuit breaker half-open (probing)';
+      breaker === 'open' ? `circuit breaker open (next probe in ${Math.ceil(this.breaker.msUntilProbe)} ms)` : 'circuit breaker half-open (probing)';
     return { status: 'degraded', breaker, detail: inner.detail ? `${detail}; ${inner.detail}` : detail };
   }
 
@@ -98,12 +96,8 @@ class ResilientStore implements L2Store {
         this.breaker.failure();
         reject(new L2TimeoutError(op, this.timeoutMs));
       }, this.timeoutMs);
-      let pending: Promise<T>;
-      try {
-        pending = fn();
-      } catch (err) {
-        pending = Promise.reject(err);
-      }
+      // A store that throws instead of rejecting is handled the same way.
+      const pending = (async () => fn())();
       pending.then(
         (value) => {
           if (settled) return;

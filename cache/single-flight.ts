@@ -32,12 +32,12 @@ export class FlightGroup<T> {
     if (flight) flight.state.stale = true;
   }
 
+  markAllStale(): void {
+    for (const flight of this.flights.values()) flight.state.stale = true;
+  }
+
   /** Every flight now in progress (for a bounded wait at close). */
   pending(): Promise<T>[] {
     return [...this.flights.values()].map((flight) => flight.promise);
-  }
-
-  get size(): number {
-    return this.flights.size;
   }
 }

@@ -37,8 +37,13 @@ export interface TieredCache<V> {
   ): Promise<{ entry: CacheEntry<V>; source: CacheSource }>;
   /** Remove from L1 and L2 and tell the other instances (Redis pub/sub) to drop their L1 copy. */
   invalidate(key: string): Promise<void>;
-  /** For /readyz: 'disabled' when L1-only, 'up', or 'degraded' (breaker open / disconnected) with a reason. */
-  health(): { l2: 'disabled' | 'up' | 'degraded'; detail?: string };
+  /**
+   * For /readyz: 'disabled' when L1-only, 'connecting' until L2 first connects (within l2StartupWaitMs),
+   * 'up', or 'degraded' (breaker open / disconnected) with a reason.
+   */
+  health(): { l2: 'disabled' | 'connecting' | 'up' | 'degraded'; detail?: string };
+  /** For /readyz and metrics: with L2, whether invalidations are confirmed flowing; undefined when L1-only. */
+  invalidations(): InvalidationHealth | undefined;
   /**
    * Resolves true once L2 is connected and the invalidation subscription is active (at once
    * when L1-only), false if that has not happened within timeoutMs. Never rejects. For
@@ -49,19 +54,36 @@ export interface TieredCache<V> {
   close(): Promise<void>;
 }
 
+/** With L2: whether invalidations are confirmed flowing (else L1 hits are re-checked against L2). */
+export interface InvalidationHealth {
+  flowing: boolean;
+  /** Seconds since the subscriber was last confirmed connected and delivering; absent = never yet. */
+  lastSyncAgeSeconds?: number;
+}
+
 export interface TieredCacheOptions {
-  /** CACHE_L1_MAX_BYTES, default 64 MiB; 0 disables L1 (the bench uses that to measure the L2 path). */
+  /** L1 byte budget (CACHE_L1_MAX_BYTES; its default lives in api/config/); 0 disables L1 (the bench uses that to measure the L2 path). */
   l1MaxBytes: number;
   /** Absent = L1-only (the embedded default for one instance). The cache owns it and closes it. */
   l2?: L2Store;
   /** Required (non-empty) when l2 is given, unless 'off'; the first key encrypts, all decrypt. */
   encryption?: EncryptionKey[] | 'off';
-  /** CACHE_KEY_PREFIX, default 'obo:'; L2 key = prefix + key. */
+  /** L2 key = prefix + key (CACHE_KEY_PREFIX; its default lives in api/config/). */
   keyPrefix: string;
   /** Lifetime of the cross-process create() lock. Default 10000 ms. */
   lockTtlMs?: number;
   /** How long a caller waits for another instance's create() before making its own. Default 3000 ms. */
   lockWaitMs?: number;
+  /**
+   * How long after construction a miss waits for L2's first connection rather than creating
+   * without L2 (health() says `connecting` meanwhile). Default 0: no wait.
+   */
+  l2StartupWaitMs?: number;
+  /**
+   * The bound on how long an invalidation published by another instance can go unseen here,
+   * even across a subscriber disconnection (cache/README.md, "No lost invalidations"). Default 5000 ms.
+   */
+  invalidationDelayMs?: number;
   /** Never logs values or full keys (only a short key prefix). */
   logger: Logger;
   /** Per-app registry for the obo_cache_* metrics (one cache per registry). A private one when absent. */

@@ -4,7 +4,16 @@ import type { Context, Middleware } from 'koa';
 /** Response headers browser code may read: the claims challenge, throttling, our request id. */
 const EXPOSED = ['WWW-Authenticate', 'Retry-After', 'x-request-id', 'request-id', 'client-request-id'];
 /** Request headers an SPA may send. */
-const ALLOWED = ['Authorization', 'Content-Type', 'Accept', 'x-request-id', 'x-ms-client-request-id', 'client-request-id', 'traceparent', 'tracestate'];
+const ALLOWED = [
+  'Authorization',
+  'Content-Type',
+  'Accept',
+  'x-request-id',
+  'x-ms-client-request-id',
+  'client-request-id',
+  'traceparent',
+  'tracestate',
+];
 
 /**
  * CORS for browser SPAs calling with bearer tokens (never cookies, so no credentials mode).

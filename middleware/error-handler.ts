@@ -1,6 +1,7 @@
-import type { Context, Next } from 'koa';
+import type { Next } from 'koa';
 import type { Logger } from 'pino';
 import { ApiError, MethodNotAllowedError, NotFoundError } from '../api/errors.js';
+import type { AppContext } from './app-state.js';
 
 /**
  * Maps every error to HTTP in one place: an ApiError writes its own status, headers and body;
@@ -8,15 +9,15 @@ import { ApiError, MethodNotAllowedError, NotFoundError } from '../api/errors.js
  * Unknown routes get the same JSON shape as every other error.
  */
 export function errorHandler(logger: Logger) {
-  return async function errorHandlerMiddleware(ctx: Context, next: Next): Promise<void> {
+  return async function errorHandlerMiddleware(ctx: AppContext, next: Next): Promise<void> {
     try {
       await next();
       if (ctx.status === 404 && ctx.body === undefined) throw new NotFoundError();
       // The router's bare 405 (a known path, another method) gets the same JSON shape.
-      if (ctx.status === 405 && ctx.body === undefined) throw new MethodNotAllowedError(ctx.response.get('allow').split(/\s*,\s*/).filter(Boolean));
+      if (ctx.status === 405 && ctx.body === undefined) throw new MethodNotAllowedError(allowedMethods(ctx.response.get('allow')));
     } catch (error) {
       const apiError = error instanceof ApiError ? error : undefined;
-      if (!apiError) ((ctx.state as { log?: Logger }).log ?? logger).error({ err: error }, 'unhandled error');
+      if (!apiError) logger.error({ requestId: ctx.state.requestId, err: error }, 'unhandled error');
       const status = apiError?.status ?? clientErrorStatus(error) ?? 500;
       ctx.status = status;
       ctx.set(apiError?.headers() ?? {});
@@ -30,6 +31,11 @@ export function errorHandler(logger: Logger) {
 
 /** Koa's own 4xx errors (a malformed body, say) stay 4xx: a caller's mistake is never a 5xx. */
 function clientErrorStatus(error: unknown): number | undefined {
-  const status = (error as { status?: unknown } | null)?.status;
+  const status = typeof error === 'object' && error !== null && 'status' in error ? error.status : undefined;
   return typeof status === 'number' && status >= 400 && status < 500 ? status : undefined;
+}
+
+/** The router's `Allow` header as a list. */
+function allowedMethods(allow: string): string[] {
+  return allow.split(/\s*,\s*/).filter(Boolean);
 }

@@ -12,7 +12,9 @@ type Labels = 'method' | 'route' | 'status';
 export function httpMetrics(registry: Registry) {
   const registers = [registry];
   const labelNames = ['method', 'route', 'status'] as const;
-  const requests = new Counter<Labels>({ name: 'http_requests_total', help: 'HTTP requests answered, by method, route and status', labelNames, registers });
+  const name = 'http_requests_total';
+  if (registry.getSingleMetric(name)) throw new Error(`this registry already holds ${name}: give each app its own registry`);
+  const requests = new Counter<Labels>({ name, help: 'HTTP requests answered, by method, route and status', labelNames, registers });
   const duration = new Histogram<Labels>({
     name: 'http_request_duration_seconds',
     help: 'Time to answer an HTTP request (until the response body is handed to Node), by method, route and status',

@@ -5,6 +5,7 @@ import type { Context } from 'koa';
  * path. Undefined when no route matched (404s, preflights, requests refused before routing).
  */
 export function matchedRoute(ctx: Context): string | undefined {
-  const route = (ctx as Context & { _matchedRoute?: unknown })._matchedRoute;
+  // Set by the router before the route runs; not in its types (koa's context is open to such fields).
+  const route: unknown = ctx['_matchedRoute'];
   return typeof route === 'string' ? route : undefined;
 }

@@ -1,9 +1,8 @@
-import type { Context, Next } from 'koa';
+import type { Next } from 'koa';
 import type { Logger } from 'pino';
 import { RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
-import type { AuthState } from './authenticate.js';
+import type { AppContext } from './app-state.js';
 import { TooManyRequestsError } from '../api/errors.js';
-import { userReference } from './bearer/user-reference.js';
 
 /**
  * Counts each request against a limiter under the key `keyOf` gives (none = not counted) and
@@ -11,8 +10,8 @@ import { userReference } from './bearer/user-reference.js';
  * A limiter that fails (its store down, no insurance left) lets the request through: a rate
  * limit protects the service, it must not be what takes it down.
  */
-export function rateLimit(limiter: RateLimiterAbstract, keyOf: (ctx: Context) => string | undefined) {
-  return async function rateLimitMiddleware(ctx: Context, next: Next): Promise<void> {
+export function rateLimit(limiter: RateLimiterAbstract, keyOf: (ctx: AppContext) => string | undefined) {
+  return async function rateLimitMiddleware(ctx: AppContext, next: Next): Promise<void> {
     const key = keyOf(ctx);
     if (key !== undefined) {
       const limited = await limiter.consume(key).then(
@@ -32,7 +31,7 @@ export function rateLimit(limiter: RateLimiterAbstract, keyOf: (ctx: Context) =>
  */
 export function clientAddressKey(exemptPaths: string[], logger: Logger) {
   let warned = false;
-  return (ctx: Context): string | undefined => {
+  return (ctx: AppContext): string | undefined => {
     if (exemptPaths.includes(ctx.path)) return undefined;
     if (!warned && !ctx.app.proxy && ctx.get('x-forwarded-for') !== '') {
       warned = true;
@@ -48,9 +47,6 @@ function withoutPort(address: string): string {
 }
 
 /** The per-user key: the pseudonymous user reference (one budget per user, whatever the token). */
-export function userKey(referenceKey: string) {
-  return (ctx: Context): string | undefined => {
-    const auth = (ctx.state as Partial<AuthState>).auth;
-    return auth ? userReference(referenceKey, auth.tenantId, auth.objectId) : undefined;
-  };
+export function userKey(ctx: AppContext): string | undefined {
+  return ctx.state.auth?.userReference;
 }

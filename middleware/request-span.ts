@@ -1,9 +1,8 @@
-import { SpanStatusCode, type Span } from '@opentelemetry/api';
+import { SpanStatusCode, type Span, type SpanContext } from '@opentelemetry/api';
 import { ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_HTTP_ROUTE, ATTR_URL_PATH } from '@opentelemetry/semantic-conventions';
-import type { Context, Next } from 'koa';
+import type { Next } from 'koa';
+import type { AppContext } from './app-state.js';
 import { matchedRoute } from './matched-route.js';
-import type { RequestState } from './request-context.js';
-import type { TraceContext } from '../api/observability/trace-context.js';
 
 export interface RequestTracer {
   /**
@@ -11,13 +10,13 @@ export interface RequestTracer {
    * without one), and ends the span after it. With tracing off the span is a no-op, but the
    * caller's context still reaches outgoing calls.
    */
-  traceRequest(incoming: TraceContext | undefined, handle: (span: Span) => Promise<void>): Promise<void>;
+  traceRequest(incoming: SpanContext | undefined, handle: (span: Span) => Promise<void>): Promise<void>;
 }
 
 /** The server span of each request, named and labelled by the matched route once it is known. */
 export function requestSpan(tracer: RequestTracer) {
-  return async function requestSpanMiddleware(ctx: Context, next: Next): Promise<void> {
-    const state = ctx.state as RequestState;
+  return async function requestSpanMiddleware(ctx: AppContext, next: Next): Promise<void> {
+    const { state } = ctx;
     await tracer.traceRequest(state.traceContext, async (span) => {
       try {
         await next();
@@ -32,7 +31,7 @@ export function requestSpan(tracer: RequestTracer) {
             ...(route ? { [ATTR_HTTP_ROUTE]: route } : {}),
           });
           if (ctx.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
-          state.logFields['traceId'] = span.spanContext().traceId;
+          state.logFields.traceId = span.spanContext().traceId;
         }
       }
     });

@@ -12,7 +12,8 @@ const SECURITY_HEADERS: Record<string, string> = {
   'referrer-policy': 'no-referrer',
   'strict-transport-security': 'max-age=31536000; includeSubDomains',
   'cross-origin-opener-policy': 'same-origin',
-  // Answers carry a user's data: no shared or browser cache may keep them.
+  // Answers carry a user's data: no shared or browser cache may keep them. A proxied answer
+  // too: api/downstream/headers.ts drops the downstream's cache and security headers, ours win.
   'cache-control': 'no-store',
 };
 

@@ -9,6 +9,8 @@ export interface CacheConfig {
   keyPrefix: string;
   redis?: RedisConfig;
   l2TimeoutMs: number;
+  /** After start, how long /readyz stays 503 and a cache miss waits for Redis's first connection. */
+  l2StartupWaitMs: number;
   /** `off` only when CACHE_ENCRYPTION=off was set explicitly. */
   encryption: EncryptionKey[] | 'off';
 }
@@ -41,6 +43,7 @@ export function readCacheConfig(read: EnvReader): CacheConfig {
     keyPrefix: read.optional('CACHE_KEY_PREFIX') ?? 'obo:',
     ...(redis ? { redis } : {}),
     l2TimeoutMs: read.integer('CACHE_L2_TIMEOUT_MS', 100, 1, 60_000),
+    l2StartupWaitMs: read.integer('CACHE_L2_STARTUP_WAIT_MS', 3_000, 0, 60_000),
     encryption,
   };
 }

@@ -61,6 +61,11 @@ export const downstreamSchema = z.strictObject({
   maxRetries: wholeNumber(0, 10),
   /** Longest total wait for those retries; a longer `Retry-After` goes to the caller instead. */
   maxRetryWaitMs: wholeNumber(0, 300_000),
+  /**
+   * Which token the downstream gets: `user` (absent: an OBO token for the caller) or `app` (the
+   * API's own token, client credentials, shared by every caller; scopes must be one `<resource>/.default`).
+   */
+  token: z.enum(['user', 'app'], { error: 'expected "user" (on behalf of the caller, the default) or "app" (the API\'s own token)' }).optional(),
 });
 
 export type DownstreamConfig = z.output<typeof downstreamSchema>;
@@ -75,6 +80,12 @@ export const downstreamEntrySchema = downstreamSchema
   .extend({
     allowedMethods: downstreamSchema.shape.allowedMethods.default(['GET']),
     batch: downstreamSchema.shape.batch.default(false),
+  })
+  .superRefine((entry, ctx) => {
+    // Entra's client-credentials grant takes one resource, named as `<resource>/.default`.
+    if (entry.token === 'app' && (entry.scopes.length !== 1 || !entry.scopes[0]?.endsWith('/.default'))) {
+      ctx.addIssue({ code: 'custom', path: ['scopes'], message: 'an app token ("token": "app") is for one resource: expected exactly one scope "<resource>/.default"' });
+    }
   });
 
 /** One message per problem, each starting with the field it is about (`scopes: …`). */

@@ -69,7 +69,7 @@ const ENTRY_FIELDS = Object.keys(downstreamEntrySchema.shape);
 
 /**
  * DOWNSTREAM_APIS: inline JSON, or the path of a JSON file, `{ "<name>": { baseUrl, scopes,
- * allowedPaths, allowedMethods?, batch?, timeoutMs?, maxRetries? } }`. Every problem names the
+ * allowedPaths, allowedMethods?, batch?, timeoutMs?, maxRetries?, token? } }`. Every problem names the
  * entry and field; the entries returned mean something only when none was reported.
  */
 function readDownstreamApis(read: EnvReader, graph: DownstreamConfig): Record<string, DownstreamConfig> {
@@ -93,6 +93,7 @@ function readDownstreamApis(read: EnvReader, graph: DownstreamConfig): Record<st
     return {};
   }
   const downstreams: Record<string, DownstreamConfig> = {};
+  const multiTenant = /^(organizations|common)$/i.exec(read.optional('AZURE_TENANT_ID') ?? '')?.[0];
   for (const [name, entry] of Object.entries(apis.data)) {
     const where = `"${shown(name)}"`;
     const named = downstreamSchema.shape.name.safeParse(name);
@@ -108,6 +109,9 @@ function readDownstreamApis(read: EnvReader, graph: DownstreamConfig): Record<st
         );
       }
     } else if (named.success && !taken) {
+      if (parsed.data.token === 'app' && multiTenant) {
+        read.problem(NAME, `${where}.token: app tokens come from the API's home tenant: set AZURE_TENANT_ID to a tenant id or domain, not ${multiTenant}`);
+      }
       const { timeoutMs = graph.timeoutMs, maxRetries = graph.maxRetries, ...fields } = parsed.data;
       downstreams[name] = { name, ...fields, timeoutMs, maxRetries, maxRetryWaitMs: graph.maxRetryWaitMs };
     }

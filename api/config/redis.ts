@@ -1,7 +1,14 @@
 import type { EnvReader } from './env-reader.js';
 
-/** REDIS_URL as given (ioredis reads it), or a Redis Cluster. */
-export type RedisConfig = { url: string } | RedisClusterConfig;
+/**
+ * How the service authenticates to Redis (REDIS_AUTH): `password`, from the URL (or none);
+ * `entra`, with a Microsoft Entra token of its own credential for https://redis.azure.com
+ * (username = the token's `oid`), as Azure Cache for Redis and Azure Managed Redis accept.
+ */
+export type RedisAuth = 'password' | 'entra';
+
+/** REDIS_URL as given (ioredis reads it), or a Redis Cluster; `auth` present only for `entra`. */
+export type RedisConfig = ({ url: string } | RedisClusterConfig) & { auth?: 'entra' };
 
 /** One ACL user, password and TLS setting apply to every node of a cluster. */
 interface RedisClusterConfig {
@@ -19,20 +26,32 @@ type ClusterAccess = Omit<RedisClusterConfig, 'clusterNodes'>;
  * a password, so no problem message ever quotes one: entries are named by position.
  */
 export function readRedis(read: EnvReader): RedisConfig | undefined {
+  const auth = read.oneOf('REDIS_AUTH', 'password', ['password', 'entra']);
   const url = read.optional('REDIS_URL');
   const clusterNodes = read.list('REDIS_CLUSTER_NODES');
   if (url !== undefined && clusterNodes !== undefined) {
     read.problem('REDIS_CLUSTER_NODES', 'set either REDIS_URL or REDIS_CLUSTER_NODES, not both');
     return undefined;
   }
+  // With Entra the token is the password and its `oid` the user: one in the URL is a leftover access key.
+  const entraConflict = 'REDIS_AUTH=entra authenticates with an Entra token: remove the user and password (the access key) from it';
   if (url !== undefined) {
     const parsed = URL.canParse(url) ? new URL(url) : undefined;
     if (!parsed || !['redis:', 'rediss:'].includes(parsed.protocol) || !parsed.hostname) {
       read.problem('REDIS_URL', 'expected redis://[user:password@]host[:port][/db] or rediss://…');
+    } else if (auth === 'entra' && (parsed.username !== '' || parsed.password !== '')) {
+      read.problem('REDIS_URL', entraConflict);
     }
-    return { url };
+    return { url, ...entra(auth) };
   }
-  return clusterNodes === undefined ? undefined : readClusterNodes(read, clusterNodes);
+  if (clusterNodes === undefined) return undefined;
+  const cluster = readClusterNodes(read, clusterNodes);
+  if (auth === 'entra' && (cluster.username !== undefined || cluster.password !== undefined)) read.problem('REDIS_CLUSTER_NODES', entraConflict);
+  return { ...cluster, ...entra(auth) };
+}
+
+function entra(auth: RedisAuth): { auth?: 'entra' } {
+  return auth === 'entra' ? { auth } : {};
 }
 
 /**

@@ -7,6 +7,7 @@ import {
   GatewayTimeoutError,
   InvalidPathError,
 } from '../errors.js';
+import { errorCode } from '../error-code.js';
 import type { DownstreamConfig } from '../config/load-config.js';
 import { requestHeadersForDownstream, responseHeadersForCaller, type HeaderBag } from './headers.js';
 import { parseRetryAfter } from '../token/retry-after.js';
@@ -46,9 +47,11 @@ export interface DownstreamClient {
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
 
 /**
- * Calls one downstream API as the user, over the shared pooled dispatcher. No redirect is
+ * Calls one downstream API with the token `tokens` gives (OBO for the user, or the app's own
+ * token for a `"token": "app"` entry: api/token/app-tokens.ts), over the shared pooled dispatcher. No redirect is
  * followed. A 401 is answered once before it reaches the caller: a CAE claims challenge by an
- * exchange that satisfies the claims, any other 401 by exchanging anew; a second 401 is a 502.
+ * exchange that satisfies the claims, any other 401 by exchanging anew; a second 401 is a 502,
+ * and then, for FUTILE_REFRESH_WINDOW_MS, a 401 of that partition is a 502 with no exchange.
  * A 429 or 503 with `Retry-After` on an idempotent request is retried up to `maxRetries` times
  * while the total wait stays within `maxRetryWaitMs`; otherwise it goes to the caller as is.
  */
@@ -71,7 +74,7 @@ export function createDownstreamClient(downstream: DownstreamConfig, tokens: Tok
       });
     } catch (error) {
       if (req.signal?.aborted) throw new ClientClosedRequestError();
-      const code = (error as { code?: unknown }).code;
+      const code = errorCode(error);
       if (code === 'UND_ERR_HEADERS_TIMEOUT') throw new GatewayTimeoutError();
       if (code === 'UND_ERR_INVALID_ARG') throw new InvalidPathError('The path has characters that cannot be sent.');
       throw new BadGatewayError('The downstream API is unreachable.');
@@ -89,10 +92,15 @@ export function createDownstreamClient(downstream: DownstreamConfig, tokens: Tok
     const retry = claims
       ? await tokens.acquire(caller, downstream.scopes, { ...acquireOptions, claims })
       : await tokens.acquire(caller, downstream.scopes, { ...acquireOptions, forceRefresh: true });
+    // The provider held the refresh back (it did not help lately): the same token, the same 401.
+    if (retry.accessToken === token.accessToken) throw new BadGatewayError('The downstream API rejected a freshly exchanged token.');
     const second = await call(retry.accessToken, req, headers);
     if (second.statusCode === 401) {
       await second.body.dump();
-      await tokens.invalidate(caller, downstream.scopes);
+      // A fresh token rejected too: keep it (another exchange would give its twin) and hold back
+      // forced refreshes of this partition for a while. A claims token goes: the next challenge starts over.
+      if (claims) await tokens.invalidate(caller, downstream.scopes);
+      else tokens.refreshDidNotHelp(caller, downstream.scopes);
       throw new BadGatewayError('The downstream API rejected a freshly exchanged token.');
     }
     return second;

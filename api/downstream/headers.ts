@@ -6,7 +6,17 @@
  */
 export type HeaderBag = Record<string, string | string[] | undefined>;
 
-const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade'];
+const HOP_BY_HOP = [
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+];
 
 /** Never forwarded to the downstream: we authenticate, address and identify the call ourselves. */
 const RESERVED_REQUEST = new Set([
@@ -26,6 +36,13 @@ const RESERVED_REQUEST = new Set([
   'x-request-id',
   'client-request-id',
   'x-real-ip',
+  // Method and URL tunnelling: OneDrive and SharePoint honour a method override on POST, some
+  // servers take X-Original-URL over the path. Either would get past the method or path check.
+  'x-http-method-override',
+  'x-http-method',
+  'x-method-override',
+  'x-original-url',
+  'x-rewrite-url',
 ]);
 const RESERVED_REQUEST_PREFIXES = ['x-forwarded-', 'sec-', 'access-control-'];
 
@@ -44,8 +61,23 @@ const RESERVED_RESPONSE = new Set([
   'cache-control',
   'expires',
   'pragma',
+  // middleware/security-headers.ts sets these on every answer: ours win (a unit test keeps the two lists in step).
+  'content-security-policy',
+  'content-security-policy-report-only',
+  'x-frame-options',
+  'x-content-type-options',
+  'referrer-policy',
+  'cross-origin-opener-policy',
 ]);
 const RESERVED_RESPONSE_PREFIXES = ['access-control-'];
+
+/**
+ * Whether a caller's header (any case) may reach a downstream at all: the rule for direct calls
+ * and for the `headers` of each `$batch` item (a direct call also drops what `Connection` names).
+ */
+export function isForwardableRequestHeader(name: string): boolean {
+  return !isReserved(name.toLowerCase(), RESERVED_REQUEST, RESERVED_REQUEST_PREFIXES);
+}
 
 /** The caller's headers worth forwarding (Accept, Prefer, ConsistencyLevel, If-Match, …). */
 export function requestHeadersForDownstream(headers: HeaderBag): Record<string, string> {
@@ -53,7 +85,7 @@ export function requestHeadersForDownstream(headers: HeaderBag): Record<string, 
   const forwarded: Record<string, string> = {};
   for (const [rawName, value] of Object.entries(headers)) {
     const name = rawName.toLowerCase();
-    if (value === undefined || isReserved(name, RESERVED_REQUEST, RESERVED_REQUEST_PREFIXES) || named.has(name)) continue;
+    if (value === undefined || !isForwardableRequestHeader(name) || named.has(name)) continue;
     forwarded[name] = Array.isArray(value) ? value.join(', ') : value;
   }
   return forwarded;

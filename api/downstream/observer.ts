@@ -2,6 +2,7 @@ import { SpanKind, SpanStatusCode, type Span } from '@opentelemetry/api';
 import { ATTR_ERROR_TYPE, ATTR_HTTP_REQUEST_METHOD, ATTR_HTTP_RESPONSE_STATUS_CODE, ATTR_SERVER_ADDRESS } from '@opentelemetry/semantic-conventions';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Dispatcher } from 'undici';
+import { errorCode } from '../error-code.js';
 import type { Tracing } from '../observability/tracing.js';
 
 type Labels = 'downstream' | 'method' | 'status';
@@ -14,9 +15,11 @@ export interface DownstreamMetrics {
 /** `obo_downstream_requests_total` and `obo_downstream_latency_seconds`, once per app. */
 export function createDownstreamMetrics(registry: Registry): DownstreamMetrics {
   const labelNames = ['downstream', 'method', 'status'] as const;
+  const name = 'obo_downstream_requests_total';
+  if (registry.getSingleMetric(name)) throw new Error(`this registry already holds ${name}: give each app its own registry`);
   return {
     requests: new Counter({
-      name: 'obo_downstream_requests_total',
+      name,
       help: 'Calls to downstream APIs (Graph) by downstream, method and status (error = no response)',
       labelNames,
       registers: [registry],
@@ -92,7 +95,7 @@ export function observeDownstreams(
 
 function failed(span: Span, error: Error): void {
   span.setStatus({ code: SpanStatusCode.ERROR });
-  span.setAttribute(ATTR_ERROR_TYPE, (error as { code?: unknown }).code?.toString() ?? error.name);
+  span.setAttribute(ATTR_ERROR_TYPE, errorCode(error) ?? error.name);
   span.end();
 }
 
@@ -117,10 +120,14 @@ function withTraceContext(headers: Dispatcher.DispatchOptions['headers'], trace:
   };
   if (Array.isArray(headers)) {
     for (let i = 0; i + 1 < headers.length; i += 2) add(String(headers[i]), String(headers[i + 1]));
-  } else if (headers && typeof (headers as Iterable<unknown>)[Symbol.iterator] === 'function') {
-    for (const [name, value] of headers as Iterable<[string, string | string[] | undefined]>) add(name, value);
+  } else if (headers && isHeaderIterable(headers)) {
+    for (const [name, value] of headers) add(name, value);
   } else if (headers) {
     for (const [name, value] of Object.entries(headers)) add(name, value);
   }
   return { ...merged, ...trace };
+}
+
+function isHeaderIterable(headers: object): headers is Iterable<[string, string | string[] | undefined]> {
+  return Symbol.iterator in headers;
 }

@@ -194,7 +194,7 @@ class LinkRewriter extends Transform {
         else if (byte === BACKSLASH) this.escaped = true;
         else if (byte === QUOTE) {
           member.push(byte);
-          const name = Buffer.from(this.name).toString('utf8');
+          const name = memberName(this.name);
           if (!LINK_MEMBER.test(name)) {
             this.letGo();
             return true;
@@ -269,6 +269,17 @@ class LinkRewriter extends Transform {
   }
 }
 
+/** A member name as a JSON reader sees it: `"\u0040odata.nextLink"` is `@odata.nextLink` too. */
+function memberName(bytes: number[]): string {
+  const text = Buffer.from(bytes).toString('utf8');
+  if (!text.includes('\\')) return text;
+  try {
+    return JSON.parse(`"${text}"`) as string;
+  } catch {
+    return text; // not well-formed JSON: passed through as it is
+  }
+}
+
 /**
  * The rewrite for links in a response from `downstreamBaseUrl` (to `requestUrl`): a link to the
  * downstream itself becomes the same path and query under `proxyBaseUrl` (our URL for that
@@ -277,6 +288,7 @@ class LinkRewriter extends Transform {
 export function proxyLinkRewrite(downstreamBaseUrl: string, requestUrl: URL, proxyBaseUrl: string): LinkRewrite {
   const base = new URL(downstreamBaseUrl);
   const basePath = downstreamBaseUrl.slice(base.origin.length);
+  const proxyBase = new URL(proxyBaseUrl);
   return (link) => {
     if (!URL.canParse(link, requestUrl.href)) return undefined;
     const url = new URL(link, requestUrl);
@@ -285,6 +297,10 @@ export function proxyLinkRewrite(downstreamBaseUrl: string, requestUrl: URL, pro
     const authority = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.exec(link);
     const rest = (authority ? link.slice(authority[0].length) : `${url.pathname}${url.search}`).replace(/#.*$/, '');
     if (!rest.startsWith(`${basePath}/`)) return undefined;
-    return `${proxyBaseUrl}${rest.slice(basePath.length)}`;
+    const rewritten = `${proxyBaseUrl}${rest.slice(basePath.length)}`;
+    // Dot segments (`..`, `%2e%2e`, after a backslash) resolve at the caller as at the downstream:
+    // only a link that stays under our base (and so under the downstream's) is passed on.
+    const resolved = URL.canParse(rewritten) ? new URL(rewritten) : undefined;
+    return resolved?.origin === proxyBase.origin && resolved.pathname.startsWith(`${proxyBase.pathname}/`) ? rewritten : undefined;
   };
 }

@@ -4,8 +4,6 @@ import {
   ROOT_CONTEXT,
   SpanKind,
   SpanStatusCode,
-  createTraceState,
-  isSpanContextValid,
   trace,
   type Attributes,
   type Context,
@@ -15,17 +13,22 @@ import {
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import {
+  AlwaysOffSampler,
   AlwaysOnSampler,
   BasicTracerProvider,
   BatchSpanProcessor,
   ParentBasedSampler,
   SimpleSpanProcessor,
+  TraceIdRatioBasedSampler,
+  type Sampler,
   type SpanExporter,
   type SpanProcessor,
 } from '@opentelemetry/sdk-trace-base';
 import { ATTR_ERROR_TYPE, ATTR_SERVICE_NAME } from '@opentelemetry/semantic-conventions';
 import type { RequestTracer } from '../../middleware/request-span.js';
-import { formatTraceparent, type TraceContext } from './trace-context.js';
+import { DEFAULT_TRACE_SAMPLER, type TraceSamplerConfig } from '../config/load-config.js';
+import { errorCode } from '../error-code.js';
+import { traceHeaders } from '../../middleware/trace-context.js';
 
 export interface TracingOptions {
   serviceName: string;
@@ -33,6 +36,8 @@ export interface TracingOptions {
   otlpEndpoint?: string;
   /** Instead of OTLP (tests): every span is handed to it as it ends. */
   exporter?: SpanExporter;
+  /** OTEL_TRACES_SAMPLER / _ARG; default: our own ratio, whatever the caller's sampled flag. */
+  sampler?: TraceSamplerConfig;
 }
 
 export interface SpanOptions {
@@ -64,8 +69,7 @@ const NO_SPAN = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 export function createTracing(options: TracingOptions): Tracing {
   const contexts = new AsyncLocalStorage<Context>();
   const current = (): Context => contexts.getStore() ?? ROOT_CONTEXT;
-  const parentOf = (incoming: TraceContext | undefined): Context =>
-    incoming ? trace.setSpanContext(ROOT_CONTEXT, remoteSpanContext(incoming)) : ROOT_CONTEXT;
+  const parentOf = (incoming: SpanContext | undefined): Context => (incoming ? trace.setSpanContext(ROOT_CONTEXT, incoming) : ROOT_CONTEXT);
 
   const processor = spanProcessor(options);
   if (!processor) {
@@ -82,7 +86,7 @@ export function createTracing(options: TracingOptions): Tracing {
 
   const provider = new BasicTracerProvider({
     resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: options.serviceName }),
-    sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }),
+    sampler: samplerOf(options.sampler ?? DEFAULT_TRACE_SAMPLER),
     spanProcessors: [processor],
   });
   const tracer = provider.getTracer('obo-middle-tier');
@@ -115,35 +119,39 @@ export function createTracing(options: TracingOptions): Tracing {
   };
 }
 
+/**
+ * The standard OTEL_TRACES_SAMPLER values. Only a `parentbased_*` sampler follows the sampled
+ * flag of a caller's `traceparent` (then the named sampler decides for requests without one);
+ * the others decide on their own, so a caller cannot have its requests exported at will.
+ */
+function samplerOf({ name, ratio }: TraceSamplerConfig): Sampler {
+  switch (name) {
+    case 'always_on':
+      return new AlwaysOnSampler();
+    case 'always_off':
+      return new AlwaysOffSampler();
+    case 'traceidratio':
+      return new TraceIdRatioBasedSampler(ratio);
+    case 'parentbased_always_on':
+      return new ParentBasedSampler({ root: new AlwaysOnSampler() });
+    case 'parentbased_always_off':
+      return new ParentBasedSampler({ root: new AlwaysOffSampler() });
+    case 'parentbased_traceidratio':
+      return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) });
+  }
+}
+
 function spanProcessor(options: TracingOptions): SpanProcessor | undefined {
   if (options.exporter) return new SimpleSpanProcessor(options.exporter);
   if (options.otlpEndpoint) return new BatchSpanProcessor(new OTLPTraceExporter({ url: `${options.otlpEndpoint}/v1/traces` }));
   return undefined;
 }
 
-function remoteSpanContext(incoming: TraceContext): SpanContext {
-  return {
-    traceId: incoming.traceId,
-    spanId: incoming.spanId,
-    traceFlags: incoming.flags,
-    isRemote: true,
-    ...(incoming.tracestate ? { traceState: createTraceState(incoming.tracestate) } : {}),
-  };
-}
-
 function propagationHeaders(span: Span): Record<string, string> {
-  const context = span.spanContext();
-  if (!isSpanContextValid(context)) return {};
-  const tracestate = context.traceState?.serialize();
-  return {
-    traceparent: formatTraceparent(context.traceId, context.spanId, context.traceFlags),
-    ...(tracestate ? { tracestate } : {}),
-  };
+  return traceHeaders(span.spanContext());
 }
 
 /** Our stable error codes (never a message: it could carry what a span must not). */
 function errorType(error: unknown): string {
-  const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code === 'string') return code;
-  return error instanceof Error ? error.name : 'unknown';
+  return errorCode(error) ?? (error instanceof Error ? error.name : 'unknown');
 }

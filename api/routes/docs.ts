@@ -3,17 +3,18 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { Context } from 'koa';
 import { NotFoundError } from '../errors.js';
+import { PROXY_PREFIX } from './proxy-prefix.js';
 
 /** swagger-ui-dist, from node_modules: the reference page works offline and with no CDN. */
 const SWAGGER_UI_DIR = dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
 
-/** The only files served from it (by name: nothing else of the package, no paths). */
-const ASSETS: Record<string, string> = {
-  'swagger-ui.css': 'text/css; charset=utf-8',
-  'swagger-ui-bundle.js': 'text/javascript; charset=utf-8',
-  'favicon-32x32.png': 'image/png',
-  'favicon-16x16.png': 'image/png',
-};
+/** The only files served from it (by name: nothing else of the package, no paths). A Map: no prototype to walk. */
+const ASSETS = new Map<string, string>([
+  ['swagger-ui.css', 'text/css; charset=utf-8'],
+  ['swagger-ui-bundle.js', 'text/javascript; charset=utf-8'],
+  ['favicon-32x32.png', 'image/png'],
+  ['favicon-16x16.png', 'image/png'],
+]);
 
 /** Our replacement for the package's swagger-initializer.js: a file, so the page needs no inline script. */
 const INITIALIZER_FILE = 'docs-initializer.js';
@@ -25,9 +26,10 @@ const INITIALIZER = `window.addEventListener('load', function () {
     // A proxied {path} spans segments (x-multi-segment): send its slashes, not %2F (a 400 here).
     requestInterceptor: function (request) {
       var url = new URL(request.url, window.location.href);
-      var proxied = /^(\\/api\\/(?:graph|downstream\\/[^/]+)\\/)(.*)$/.exec(url.pathname);
+      var proxied = /${PROXY_PREFIX.source}/.exec(url.pathname);
       if (proxied) {
-        url.pathname = proxied[1] + proxied[2].replace(/%2F/gi, '/');
+        var at = proxied[0].length;
+        url.pathname = url.pathname.slice(0, at) + url.pathname.slice(at).replace(/%2F/gi, '/');
         request.url = url.href;
       }
       return request;
@@ -85,7 +87,7 @@ export function docsAssetRoute() {
       ctx.body = INITIALIZER;
       return;
     }
-    const type = ASSETS[file];
+    const type = ASSETS.get(file);
     if (type === undefined) throw new NotFoundError();
     ctx.type = type;
     ctx.body = createReadStream(join(SWAGGER_UI_DIR, file));

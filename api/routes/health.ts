@@ -1,6 +1,7 @@
 import type { Context } from 'koa';
 import type { TieredCache } from '../../cache/index.js';
 import type { OpenIdMetadataSource } from '../../middleware/bearer/openid-metadata.js';
+import type { ThrottleWindows } from '../token/throttle-windows.js';
 
 /** GET /healthz: the process is alive. Never depends on anything outside it. */
 export function livenessRoute() {
@@ -10,26 +11,41 @@ export function livenessRoute() {
 }
 
 /**
- * GET /readyz: 200 once the authority's metadata has loaded (tokens can be validated);
- * 503 before. A degraded Redis is reported but does not make the instance unready: the
- * service keeps answering from L1 and the exchange.
+ * GET /readyz: 200 once the authority's metadata has loaded (tokens can be validated) and the
+ * cache's L2 has connected; 503 before. The wait for L2 is bounded (CACHE_L2_STARTUP_WAIT_MS):
+ * past it, an instance whose Redis is down is ready but `degraded`, serving from L1 and the
+ * exchange, so a Redis outage never takes the fleet out of rotation. An Entra throttling
+ * window in force (seen by any instance, with Redis) is reported as `throttled`; it does not
+ * make the instance unready, since cached tokens are still served.
  */
-export function readinessRoute(metadata: OpenIdMetadataSource, cache: TieredCache<unknown>) {
+export function readinessRoute(metadata: OpenIdMetadataSource, cache: TieredCache<unknown>, throttle: ThrottleWindows) {
   return async function readiness(ctx: Context): Promise<void> {
-    const metadataReady = await metadata.get().then(
-      () => true,
-      () => false,
-    );
+    const [metadataReady, throttling] = await Promise.all([
+      metadata.get().then(
+        () => true,
+        () => false,
+      ),
+      throttle.status(),
+    ]);
     const cacheHealth = cache.health();
-    ctx.status = metadataReady ? 200 : 503;
+    const invalidations = cache.invalidations();
+    const ready = metadataReady && cacheHealth.l2 !== 'connecting';
+    ctx.status = ready ? 200 : 503;
     ctx.body = {
-      status: metadataReady ? (cacheHealth.l2 === 'degraded' ? 'degraded' : 'ready') : 'unavailable',
+      status: ready ? (cacheHealth.l2 === 'degraded' ? 'degraded' : 'ready') : 'unavailable',
       checks: {
         authorityMetadata: metadataReady ? 'up' : 'down',
         cacheL1: 'up',
         cacheL2: cacheHealth.l2,
         ...(cacheHealth.detail ? { cacheL2Detail: cacheHealth.detail } : {}),
+        // Whether other instances' invalidations are confirmed arriving (else L1 hits are re-checked against L2).
+        invalidations: invalidations ? (invalidations.flowing ? 'flowing' : 'interrupted') : 'disabled',
+        ...(invalidations?.lastSyncAgeSeconds !== undefined ? { invalidationsLastSyncSeconds: invalidations.lastSyncAgeSeconds } : {}),
       },
+      // Present only while a window is open, so a probe that ignores it sees what it always saw.
+      ...(throttling.remainingMs > 0
+        ? { throttled: true, throttleRetryAfterSeconds: Math.ceil(throttling.remainingMs / 1000), throttleScope: throttling.scope }
+        : {}),
     };
   };
 }

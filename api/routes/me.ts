@@ -1,14 +1,11 @@
-import type { Context } from 'koa';
-import type { AuthState } from '../../middleware/authenticate.js';
-import type { RequestState } from '../../middleware/request-context.js';
+import { authenticatedCaller, type AppContext } from '../../middleware/app-state.js';
 import type { DownstreamClient } from '../downstream/client.js';
 import { clientRequestId, disconnectSignal, relayDownstreamResponse } from './relay.js';
 
 /** GET /api/me: Graph `/v1.0/me` as the caller; status, body and content type as Graph sent them. */
 export function meRoute(graph: DownstreamClient) {
-  return async function me(ctx: Context): Promise<void> {
-    const state = ctx.state as AuthState & RequestState;
-    const response = await graph.send(state.auth, {
+  return async function me(ctx: AppContext): Promise<void> {
+    const response = await graph.send(authenticatedCaller(ctx), {
       method: 'GET',
       pathAndQuery: `/v1.0/me${ctx.search}`,
       headers: { accept: 'application/json' },

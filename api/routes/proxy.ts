@@ -1,21 +1,14 @@
-import type { Context } from 'koa';
-import type { AuthState } from '../../middleware/authenticate.js';
+import { authenticatedCaller, type AppContext } from '../../middleware/app-state.js';
 import { ForbiddenError, InvalidBatchError, MethodNotAllowedError, NotFoundError } from '../errors.js';
-import type { RequestState } from '../../middleware/request-context.js';
 import type { DownstreamClient } from '../downstream/client.js';
-import { checkGraphBatch } from '../downstream/graph-batch.js';
+import { checkGraphBatch, writeGraphBatch } from '../downstream/graph-batch.js';
 import { proxyLinkRewrite } from '../downstream/odata-links.js';
 import { compileAllowList, type PathAllowList } from '../downstream/path-allow-list.js';
 import { parseProxyPath } from '../downstream/proxy-path.js';
-import { clientRequestId, disconnectSignal, readRequestBody, relayDownstreamResponse } from './relay.js';
+import { PROXY_PREFIX } from './proxy-prefix.js';
+import { clientRequestId, disconnectSignal, relayDownstreamResponse } from './relay.js';
 
-/** Graph's simple-upload limit; larger request bodies get a 413. */
-const MAX_REQUEST_BODY_BYTES = 4 * 1024 * 1024;
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
-/** `/api/graph` is Graph; `/api/downstream/<name>` any configured downstream (Graph included). */
-const PREFIX = /^\/api\/(?:graph|downstream\/([^/]+))(?=\/)/;
-/** Where the proxy routes are mounted (for the router): a prefix and a path, at least `/`. */
-export const PROXY_ROUTES = [/^\/api\/graph\//, /^\/api\/downstream\/[^/]+\//];
 
 export interface ProxyRouteOptions {
   /** Origin (and path prefix) callers reach us at; default: the request's own origin. */
@@ -34,34 +27,50 @@ export function proxyRoute(clients: DownstreamClient[], options: ProxyRouteOptio
     clients.map((client) => [client.config.name, { client, allowed: compileAllowList(client.config.allowedPaths) }]),
   );
 
-  return async function proxy(ctx: Context): Promise<void> {
-    const state = ctx.state as AuthState & RequestState;
-    const prefix = PREFIX.exec(ctx.path);
+  const publicBasePath = options.publicBaseUrl === undefined ? '' : new URL(options.publicBaseUrl).pathname.replace(/\/+$/, '');
+
+  return async function proxy(ctx: AppContext): Promise<void> {
+    const { state } = ctx;
+    const prefix = PROXY_PREFIX.exec(ctx.path);
     const target = prefix ? proxies.get(prefix[1] ?? 'graph') : undefined;
     if (!prefix || !target) throw new NotFoundError();
     const { client, allowed } = target;
     const { config } = client;
     const path = parseProxyPath(ctx.path.slice(prefix[0].length));
     const method = ctx.method;
-    const [version, batchSegment] = path.segments;
+    const [version] = path.segments;
+    let pathAndQuery = `${path.raw}${ctx.querystring ? `?${ctx.querystring}` : ''}`;
+    let headers = ctx.req.headers;
 
     let body: Buffer | undefined;
-    if (config.batch && path.segments.length === 2 && batchSegment === '$batch' && version !== undefined) {
+    // Graph matches `$batch` in any case, so this does too; a batch anywhere else is not one we could check.
+    const batchAt = config.batch ? path.segments.findIndex((segment) => segment.toLowerCase() === '$batch') : -1;
+    if (batchAt >= 0) {
+      if (batchAt !== 1 || path.segments.length !== 2 || version === undefined) throw new InvalidBatchError('A batch is POST /{version}/$batch.');
       if (method !== 'POST') throw new MethodNotAllowedError(['POST']);
       if (!ctx.is('json')) throw new InvalidBatchError('A batch is sent as application/json.');
-      body = await readRequestBody(ctx.req, MAX_REQUEST_BODY_BYTES);
-      checkGraphBatch(body, { version, allowed, allowedMethods: config.allowedMethods });
+      const batch = checkGraphBatch(await state.readBody(), {
+        version,
+        routePrefix: `${publicBasePath}${prefix[0]}`,
+        allowed,
+        allowedMethods: config.allowedMethods,
+      });
+      // What was checked is what is sent: our serialisation, never the caller's bytes.
+      body = writeGraphBatch(batch);
+      pathAndQuery = `/${encodeURIComponent(version)}/$batch${ctx.querystring ? `?${ctx.querystring}` : ''}`;
+      headers = { ...headers, 'content-type': 'application/json' };
     } else {
       if (!allowed(path.decoded)) throw new ForbiddenError('This path is not allowed through this API.');
       if (!config.allowedMethods.includes(method)) throw new MethodNotAllowedError(config.allowedMethods);
-      if (BODY_METHODS.has(method)) body = await readRequestBody(ctx.req, MAX_REQUEST_BODY_BYTES);
+      // Buffered, not streamed: the client may send it twice (a 401 answered with a new token, a retried 429/503).
+      if (BODY_METHODS.has(method)) body = await state.readBody();
     }
 
-    state.logFields['downstream'] = config.name;
-    const response = await client.send(state.auth, {
+    state.logFields.downstream = config.name;
+    const response = await client.send(authenticatedCaller(ctx), {
       method,
-      pathAndQuery: `${path.raw}${ctx.querystring ? `?${ctx.querystring}` : ''}`,
-      headers: ctx.req.headers,
+      pathAndQuery,
+      headers,
       ...(body !== undefined ? { body } : {}),
       requestId: clientRequestId(ctx),
       signal: disconnectSignal(ctx),

@@ -1,7 +1,8 @@
-import type { IncomingMessage } from 'node:http';
 import type { Context } from 'koa';
-import { ApiError, BadGatewayError, ClientClosedRequestError, GatewayTimeoutError, PayloadTooLargeError } from '../errors.js';
-import { SAFE_ID, type RequestState } from '../../middleware/request-context.js';
+import type { AppContext } from '../../middleware/app-state.js';
+import { ApiError, BadGatewayError, ClientClosedRequestError, GatewayTimeoutError } from '../errors.js';
+import { errorCode } from '../error-code.js';
+import { SAFE_ID } from '../../middleware/request-context.js';
 import type { DownstreamResponse } from '../downstream/client.js';
 import { rewriteODataLinks, type LinkRewrite } from '../downstream/odata-links.js';
 
@@ -16,24 +17,9 @@ export function disconnectSignal(ctx: Context): AbortSignal {
 }
 
 /** The `client-request-id` for the downstream: the caller's when it sent a sane one, else our request id. */
-export function clientRequestId(ctx: Context): string {
+export function clientRequestId(ctx: AppContext): string {
   const offered = ctx.get('client-request-id');
-  return SAFE_ID.test(offered) ? offered : (ctx.state as RequestState).requestId;
-}
-
-/** The request body, refused with 413 past `limitBytes` (announced or actual). */
-export async function readRequestBody(req: IncomingMessage, limitBytes: number): Promise<Buffer> {
-  const announced = Number(req.headers['content-length'] ?? 0);
-  if (announced > limitBytes) throw new PayloadTooLargeError(limitBytes);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    const buffer = chunk as Buffer;
-    size += buffer.length;
-    if (size > limitBytes) throw new PayloadTooLargeError(limitBytes);
-    chunks.push(buffer);
-  }
-  return Buffer.concat(chunks);
+  return SAFE_ID.test(offered) ? offered : ctx.state.requestId;
 }
 
 const EMPTY_STATUSES = new Set([204, 205, 304]);
@@ -43,14 +29,12 @@ const EMPTY_STATUSES = new Set([204, 205, 304]);
  * and the body, streamed. With `rewrite`, a 2xx JSON body has its links rewritten on the way,
  * and so has a `Location` to the downstream.
  */
-export async function relayDownstreamResponse(ctx: Context, response: DownstreamResponse, rewrite?: LinkRewrite): Promise<void> {
-  const state = ctx.state as RequestState;
+export async function relayDownstreamResponse(ctx: AppContext, response: DownstreamResponse, rewrite?: LinkRewrite): Promise<void> {
+  const { logFields } = ctx.state;
   const { 'content-length': length, 'content-type': type, ...headers } = response.headers;
-  Object.assign(state.logFields, {
-    downstreamStatus: response.status,
-    ...(typeof headers['request-id'] === 'string' ? { downstreamRequestId: headers['request-id'] } : {}),
-    ...(response.retries > 0 ? { downstreamRetries: response.retries } : {}),
-  });
+  logFields.downstreamStatus = response.status;
+  if (typeof headers['request-id'] === 'string') logFields.downstreamRequestId = headers['request-id'];
+  if (response.retries > 0) logFields.downstreamRetries = response.retries;
   // A redirect to the downstream itself points back through us; one elsewhere is the caller's to follow.
   const location = headers['location'];
   if (rewrite && typeof location === 'string') headers['location'] = rewrite(location) ?? location;
@@ -82,6 +66,6 @@ export async function relayDownstreamResponse(ctx: Context, response: Downstream
 function bodyError(error: unknown, ctx: Context): ApiError {
   if (error instanceof ApiError) return error;
   if (ctx.res.destroyed || !ctx.res.writable) return new ClientClosedRequestError();
-  if ((error as { code?: unknown }).code === 'UND_ERR_BODY_TIMEOUT') return new GatewayTimeoutError();
+  if (errorCode(error) === 'UND_ERR_BODY_TIMEOUT') return new GatewayTimeoutError();
   return new BadGatewayError('The downstream API broke off its answer.');
 }

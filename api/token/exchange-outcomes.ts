@@ -13,8 +13,10 @@ const AADSTS = /^\d{4,6}$/;
  * `error="timeout"` when Entra did not answer at all.
  */
 export function createExchangeOutcomes(registry: Registry): ExchangeOutcomes {
+  const name = 'obo_exchanges_total';
+  if (registry.getSingleMetric(name)) throw new Error(`this registry already holds ${name}: give each app its own registry`);
   const outcomes = new Counter({
-    name: 'obo_exchanges_total',
+    name,
     help: "OBO exchanges with Microsoft Entra ID by outcome, Entra's OAuth error and its first AADSTS code",
     labelNames: ['outcome', 'error', 'aadsts'] as const,
     registers: [registry],

@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache';
 import type { CacheEntry, CacheSource, TieredCache } from '../../cache/index.js';
 import type { AuthenticatedCaller } from '../../middleware/bearer/validator.js';
 import type { Exchange, ExchangedToken } from './exchange.js';
@@ -16,7 +17,10 @@ export interface DownstreamToken {
 }
 
 export interface AcquireOptions {
-  /** Skip the cached entry and replace it (after a downstream 401). */
+  /**
+   * Skip the cached entry and replace it (after a downstream 401), unless a forced refresh of
+   * this partition did not help within FUTILE_REFRESH_WINDOW_MS (see refreshDidNotHelp).
+   */
   forceRefresh?: boolean;
   /** A claims challenge to satisfy: always a fresh exchange. */
   claims?: string;
@@ -42,12 +46,26 @@ export interface TokenProviderOptions {
 export interface TokenProvider {
   acquire(caller: AuthenticatedCaller, scopes: string[], options?: AcquireOptions): Promise<DownstreamToken>;
   invalidate(caller: AuthenticatedCaller, scopes: string[]): Promise<void>;
+  /**
+   * The downstream rejected the token a forced refresh just gave: for FUTILE_REFRESH_WINDOW_MS,
+   * `forceRefresh` on this partition serves the cached token instead of exchanging again.
+   */
+  refreshDidNotHelp(caller: AuthenticatedCaller, scopes: string[]): void;
 }
 
 /** A cached token is dropped this long before it expires, so a downstream call never carries a dying one. */
 const EXPIRY_MARGIN_MS = 60_000;
 /** Refresh ahead in the last five minutes (msal-node treats tokens as expired from then on). */
 const REFRESH_WINDOW_MS = 5 * 60_000;
+/**
+ * How long a partition whose forced refresh did not help (the downstream kept answering 401)
+ * is not force-refreshed again. A downstream path that answers 401 for its own reasons would
+ * otherwise cost Entra an exchange per request, and once Entra throttles, its Retry-After
+ * blocks exchanges for every user of the tenant.
+ */
+export const FUTILE_REFRESH_WINDOW_MS = 5 * 60_000;
+/** Partitions remembered at once (least recently marked go first); about 100 bytes each. */
+const MAX_FUTILE_REFRESHES = 10_000;
 
 /**
  * Validated caller in, downstream access token out: the cache in front of the exchange.
@@ -58,6 +76,15 @@ export function createTokenProvider(cache: TieredCache<CachedToken>, exchange: E
   const now = options.now ?? Date.now;
   const tracing = options.tracing ?? createTracing({ serviceName: 'obo-middle-tier' });
   const report = options.onTokenUse ?? (() => {});
+  // Per process: each instance forces at most one refresh per partition and window.
+  const futileRefreshes = new LRUCache<string, number>({ max: MAX_FUTILE_REFRESHES });
+  function refreshIsFutile(key: string): boolean {
+    const markedAt = futileRefreshes.get(key);
+    if (markedAt === undefined) return false;
+    if (now() - markedAt < FUTILE_REFRESH_WINDOW_MS) return true;
+    futileRefreshes.delete(key);
+    return false;
+  }
   function cacheKey(caller: AuthenticatedCaller, scopes: string[]): string {
     return `${caller.tokenHash}:${normaliseScopes(scopes)}`;
   }
@@ -93,9 +120,10 @@ export function createTokenProvider(cache: TieredCache<CachedToken>, exchange: E
             exchangeMs = Math.round((performance.now() - started) * 100) / 100;
           }
         };
-        const forceRefresh = acquireOptions.forceRefresh === true || acquireOptions.claims !== undefined;
+        const key = cacheKey(caller, scopes);
+        const forceRefresh = (acquireOptions.forceRefresh === true && !refreshIsFutile(key)) || acquireOptions.claims !== undefined;
         try {
-          const { entry, source } = await cache.getOrCreate(cacheKey(caller, scopes), create, { forceRefresh });
+          const { entry, source } = await cache.getOrCreate(key, create, { forceRefresh });
           span.setAttribute('obo.cache.source', source);
           report({ cache: source === 'created' ? 'exchange' : source, ...(exchangeMs !== undefined ? { exchangeMs } : {}) });
           return { accessToken: entry.value.accessToken, source };
@@ -107,6 +135,9 @@ export function createTokenProvider(cache: TieredCache<CachedToken>, exchange: E
     },
     invalidate(caller, scopes) {
       return cache.invalidate(cacheKey(caller, scopes));
+    },
+    refreshDidNotHelp(caller, scopes) {
+      futileRefreshes.set(cacheKey(caller, scopes), now());
     },
   };
 }

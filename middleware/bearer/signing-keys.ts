@@ -1,4 +1,4 @@
-import { createRemoteJWKSet, errors, type JWK, type JWSHeaderParameters, type RemoteJWKSet } from 'jose';
+import { createRemoteJWKSet, errors, jwksCache, type JWK, type JWSHeaderParameters, type RemoteJWKSet } from 'jose';
 import { InvalidTokenError, ServiceUnavailableError } from '../../api/errors.js';
 
 export interface SigningKeys {
@@ -6,6 +6,10 @@ export interface SigningKeys {
   resolve(header: JWSHeaderParameters): ReturnType<RemoteJWKSet>;
   /** The published JWK for a `kid` (to read its `issuer`), from the set last fetched. */
   published(kid: string): (JWK & { issuer?: unknown }) | undefined;
+  /** Whether the set last fetched still lists `kid`: a key that left it is retired (or compromised). */
+  isPublished(kid: string): boolean;
+  /** Starts the background refresh when it is due; cheap enough for every request. */
+  refreshIfDue(): void;
 }
 
 export interface SigningKeysOptions {
@@ -17,6 +21,12 @@ export interface SigningKeysOptions {
   now?: () => number;
 }
 
+/** What jose writes after each successful fetch (its `jwksCache` option): we only read it. */
+interface FetchedSet {
+  jwks?: { keys?: (JWK & { issuer?: unknown })[] };
+  uat?: number;
+}
+
 /**
  * The JWKS behind jose's remote key set, with two changes of policy:
  * - a key once fetched stays usable while the JWKS endpoint is down (jose would drop the whole
@@ -26,33 +36,43 @@ export interface SigningKeysOptions {
 export function createSigningKeys(jwksUri: string, options: SigningKeysOptions): SigningKeys {
   const now = options.now ?? Date.now;
   const refreshIntervalMs = options.refreshIntervalMs ?? 3_600_000;
+  // jose replaces `fetched.jwks` with each set it fetches (whoever triggered the fetch).
+  const fetched: FetchedSet = {};
   const remote: RemoteJWKSet = createRemoteJWKSet(new URL(jwksUri), {
     cooldownDuration: options.cooldownMs,
     cacheMaxAge: Number.POSITIVE_INFINITY,
     timeoutDuration: options.timeoutMs ?? 5_000,
+    // Starts empty, so jose fetches; the type wants either a full entry or nothing in it.
+    [jwksCache]: fetched as Record<string, never>,
   });
   let refreshedAt = now();
-  // Keys seen in the published set, by kid (only read after jose verified a signature with the kid).
+  // The last fetched set by kid, rebuilt only when jose has fetched a new one (a reference check).
   const publishedByKid = new Map<string, JWK & { issuer?: unknown }>();
-  function published(kid: string): (JWK & { issuer?: unknown }) | undefined {
-    // jose's jwks() deep-clones the whole set on every call: look it up again only for a new kid.
-    if (!publishedByKid.has(kid)) {
-      for (const key of remote.jwks()?.keys ?? []) if (key.kid) publishedByKid.set(key.kid, key);
+  let indexed: FetchedSet['jwks'];
+  function publishedKeys(): Map<string, JWK & { issuer?: unknown }> {
+    if (fetched.jwks !== indexed) {
+      indexed = fetched.jwks;
+      publishedByKid.clear();
+      for (const key of indexed?.keys ?? []) if (typeof key.kid === 'string') publishedByKid.set(key.kid, key);
     }
-    return publishedByKid.get(kid);
+    return publishedByKid;
   }
   // After a failed fetch, unknown kids fail fast for a while instead of each refetching.
   let failedAt = Number.NEGATIVE_INFINITY;
   const failureBackoffMs = Math.min(options.cooldownMs, 5_000);
 
+  function refreshIfDue(): void {
+    if (now() - refreshedAt > refreshIntervalMs && !remote.reloading) {
+      refreshedAt = now();
+      remote.reload().catch(() => {}); // the keys we hold keep working meanwhile
+    }
+  }
+
   return {
     async resolve(header) {
-      if (now() - refreshedAt > refreshIntervalMs && !remote.reloading) {
-        refreshedAt = now();
-        remote.reload().catch(() => {}); // the keys we hold keep working meanwhile
-      }
+      refreshIfDue();
       const retryInMs = failedAt + failureBackoffMs - now();
-      if (retryInMs > 0 && (header.kid === undefined || !published(header.kid))) {
+      if (retryInMs > 0 && (header.kid === undefined || !publishedKeys().has(header.kid))) {
         throw unavailable(retryInMs / 1000);
       }
       try {
@@ -65,7 +85,9 @@ export function createSigningKeys(jwksUri: string, options: SigningKeysOptions):
         throw unavailable(failureBackoffMs / 1000);
       }
     },
-    published,
+    published: (kid) => publishedKeys().get(kid),
+    isPublished: (kid) => publishedKeys().has(kid),
+    refreshIfDue,
   };
 }
 

@@ -1,29 +1,39 @@
 import { createHash } from 'node:crypto';
-import { compactVerify, errors } from 'jose';
+import { errors, jwtVerify, type JWTVerifyOptions } from 'jose';
+import type { Registry } from 'prom-client';
 import { ApiError, InsufficientScopeError, InvalidTokenError } from '../../api/errors.js';
 import type { IssuerMetadata, OpenIdMetadataSource } from './openid-metadata.js';
 import { createSigningKeys, type SigningKeys } from './signing-keys.js';
 import { parseStrictJsonObject } from './strict-json.js';
+import { createUserReference } from './user-reference.js';
+import { DEFAULT_VERIFIED_TOKEN_CACHE_BYTES, createVerifiedTokenCache, verifiedTokenBytes } from './verified-token-cache.js';
 
-/** A caller whose token passed every check. The only way a token reaches the layers below. */
+/** A caller whose token passed every check. The only way a token reaches the layers below. Frozen. */
 export interface AuthenticatedCaller {
   /** The raw incoming token: the OBO assertion. Never logged. */
-  token: string;
+  readonly token: string;
   /** base64url(SHA-256(token)): the cache partition, the same digest msal-node calls `userAssertionHash`. */
-  tokenHash: string;
-  tenantId: string;
-  objectId: string;
-  version: '1.0' | '2.0';
-  scopes: string[];
+  readonly tokenHash: string;
+  readonly tenantId: string;
+  readonly objectId: string;
+  /** Pseudonymous reference to the user, for logs and per-user rate limits (see user-reference.ts). */
+  readonly userReference: string;
+  readonly version: '1.0' | '2.0';
+  readonly scopes: readonly string[];
   /** Token id (`uti`), for logs. */
-  tokenId?: string;
-  expiresAt: number;
-  claims: Readonly<Record<string, unknown>>;
+  readonly tokenId?: string;
+  readonly expiresAt: number;
+  readonly claims: Readonly<Record<string, unknown>>;
 }
 
 export interface AccessTokenValidatorOptions {
   metadata: OpenIdMetadataSource;
   multiTenant: boolean;
+  /**
+   * AZURE_TENANT_ID=organizations: work and school accounts only, so tokens of the personal-account
+   * (consumer) tenant are refused. `common` accepts them.
+   */
+  workAndSchoolOnly: boolean;
   audiences: string[];
   /** Any one of them suffices. */
   requiredScopes: string[];
@@ -31,10 +41,31 @@ export interface AccessTokenValidatorOptions {
   allowedTenants: string[];
   clockSkewSeconds: number;
   jwksCooldownMs: number;
+  /**
+   * The user reference's key is derived from this secret (HKDF), so instances sharing it agree;
+   * without it, each validator draws a random key.
+   */
+  userReferenceSecret?: Uint8Array;
+  /** Byte budget of the verified-token cache (TOKEN_VALIDATION_CACHE_MAX_BYTES); 0 = off. Default 16 MiB. */
+  cacheMaxBytes?: number;
+  /** For the verified-token cache's metrics. */
+  registry?: Registry;
   now?: () => number;
 }
 
 export type AccessTokenValidator = (token: string) => Promise<AuthenticatedCaller>;
+
+/** What the verified-token cache holds: the caller, and what a hit must check again. */
+interface VerifiedToken {
+  caller: AuthenticatedCaller;
+  exp: number;
+  /** The later of `nbf` and `iat`. */
+  notBefore: number;
+  appOnly: boolean;
+  kid: string;
+  /** The key set that verified it: a new JWKS URI (new metadata) means a full validation again. */
+  keys: SigningKeys;
+}
 
 const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const BASE64URL_SEGMENT = /^[A-Za-z0-9_-]+$/;
@@ -42,15 +73,31 @@ const BASE64URL_SEGMENT = /^[A-Za-z0-9_-]+$/;
 const MAX_LIFETIME_SECONDS = 28 * 3600;
 /** Header parameters that change how a JWS is processed; Entra access tokens use none of them. */
 const REFUSED_HEADER_PARAMETERS = ['crit', 'b64', 'cty', 'enc', 'zip'];
+/** The personal Microsoft accounts (MSA) tenant. */
+const CONSUMER_TENANT_ID = '9188040d-6c67-4c5b-b112-36a304b66dad';
+const REQUIRED_CLAIMS = ['exp', 'nbf', 'iat', 'tid', 'oid', 'ver', 'iss', 'aud'];
+/** As jose decodes: invalid UTF-8 is an invalid token, not silently replaced (as Buffer#toString does). */
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * Validates an Entra ID access token for this API. Order matters: everything that can be
  * decided from the token's text is decided before a signing key is looked up, so forged or
  * expired tokens never cause a JWKS fetch; the scope check (403) comes only after the signature.
+ * The signature and the standard claims are then checked a second time by jose's `jwtVerify`,
+ * so that a slip in one layer is caught by the other.
+ *
+ * A token that passed is kept in the verified-token cache (one per validator): presented again,
+ * it costs a SHA-256 and a lookup, plus the checks that depend on time or on the configuration
+ * (expiry, scopes, tenants) and on its key still being published.
  */
 export function createAccessTokenValidator(options: AccessTokenValidatorOptions): AccessTokenValidator {
   const now = options.now ?? Date.now;
   const skew = options.clockSkewSeconds;
+  const userReference = createUserReference(options.userReferenceSecret);
+  const cache = createVerifiedTokenCache<VerifiedToken>({
+    maxBytes: options.cacheMaxBytes ?? DEFAULT_VERIFIED_TOKEN_CACHE_BYTES,
+    ...(options.registry ? { registry: options.registry } : {}),
+  });
   let keys: { uri: string; set: SigningKeys } | undefined;
 
   function signingKeys(metadata: IssuerMetadata): SigningKeys {
@@ -68,41 +115,97 @@ export function createAccessTokenValidator(options: AccessTokenValidatorOptions)
     return template;
   }
 
+  // The checks that a cached token passes again on every hit: time moves, a key can be retired.
+  function checkTimes(exp: number, notBefore: number, nowSeconds: number): void {
+    if (exp <= nowSeconds - skew) throw invalid('The access token has expired.');
+    if (notBefore > nowSeconds + skew) throw invalid('The access token is not yet valid.');
+  }
+  /** `tid` in lower case. */
+  function checkTenant(tid: string): void {
+    if (options.workAndSchoolOnly && tid === CONSUMER_TENANT_ID) {
+      throw invalid('The access token comes from a tenant this API does not accept.');
+    }
+    if (options.allowedTenants.length > 0 && !options.allowedTenants.includes(tid)) {
+      throw invalid('The access token comes from a tenant this API does not accept.');
+    }
+  }
+  function checkScopes(scopes: readonly string[], appOnly: boolean): void {
+    // App-only tokens (idtyp "app", roles without scp) act for no user: nothing to exchange on behalf of.
+    if (!appOnly) for (const scope of options.requiredScopes) if (scopes.includes(scope)) return;
+    throw new InsufficientScopeError(options.requiredScopes);
+  }
+
+  function fromCache(verified: VerifiedToken, tokenHash: string): AuthenticatedCaller | undefined {
+    const current = keys?.set;
+    if (verified.keys !== current || !current.isPublished(verified.kid)) {
+      cache?.delete(tokenHash); // its key was retired: validate in full, which refuses it
+      return undefined;
+    }
+    current.refreshIfDue();
+    try {
+      checkTimes(verified.exp, verified.notBefore, Math.floor(now() / 1000));
+    } catch (error) {
+      cache?.delete(tokenHash);
+      throw error;
+    }
+    checkTenant(verified.caller.tenantId);
+    checkScopes(verified.caller.scopes, verified.appOnly);
+    return verified.caller;
+  }
+
   return async function validateAccessToken(token) {
+    const tokenHash = createHash('sha256').update(token).digest('base64url');
+    const cached = cache?.get(tokenHash);
+    if (cached) {
+      const caller = fromCache(cached, tokenHash);
+      if (caller) return caller;
+    }
+
     const segments = token.split('.');
     if (segments.length !== 3 || !segments.every(isCanonicalBase64url)) throw invalid();
+    const payloadText = decodeSegment(segments[1] ?? '');
     const header = parseStrictJsonObject(decodeSegment(segments[0] ?? ''));
-    const claims = parseStrictJsonObject(decodeSegment(segments[1] ?? ''));
+    const claims = parseStrictJsonObject(payloadText);
     if (!header || !claims) throw invalid();
     if (header['alg'] !== 'RS256') throw invalid();
     const kid = header['kid'];
     if (typeof kid !== 'string' || kid === '') throw invalid();
     if (REFUSED_HEADER_PARAMETERS.some((name) => name in header)) throw invalid();
-    if (header['typ'] !== undefined && String(header['typ']).toUpperCase() !== 'JWT') throw invalid();
+    // Entra's access tokens say "JWT" (not "at+jwt"); jose below requires it too.
+    if (typeof header['typ'] !== 'string' || header['typ'].toUpperCase() !== 'JWT') throw invalid();
 
     // Claims, before any key lookup.
-    const nowSeconds = now() / 1000;
+    const nowMs = now();
+    const nowSeconds = Math.floor(nowMs / 1000);
     const { exp, nbf, iat, tid, oid, ver, iss, aud } = claims;
     if (!isTime(exp) || !isTime(nbf) || !isTime(iat)) throw invalid();
-    if (exp <= nowSeconds - skew) throw invalid('The access token has expired.');
-    if (nbf > nowSeconds + skew || iat > nowSeconds + skew) throw invalid('The access token is not yet valid.');
+    checkTimes(exp, Math.max(nbf, iat), nowSeconds);
     if (exp - iat > MAX_LIFETIME_SECONDS + skew || exp < iat) throw invalid();
     if (typeof tid !== 'string' || !GUID.test(tid) || typeof oid !== 'string' || oid === '') throw invalid();
     if (ver !== '1.0' && ver !== '2.0') throw invalid();
     if (typeof aud !== 'string' || !options.audiences.includes(aud)) throw invalid('The access token is not meant for this API.');
-    if (options.allowedTenants.length > 0 && !options.allowedTenants.includes(tid.toLowerCase())) {
-      throw invalid('The access token comes from a tenant this API does not accept.');
-    }
+    const tenantId = tid.toLowerCase();
+    checkTenant(tenantId);
 
     const metadata = await options.metadata.get();
     const expectedIssuer = issuerFor(metadata, ver, tid);
     if (!expectedIssuer || iss !== expectedIssuer) throw invalid('The access token comes from an unexpected issuer.');
     // In single-tenant mode the issuer is concrete: it names the one tenant `tid` must be.
-    if (!options.multiTenant && !expectedIssuer.toLowerCase().includes(`/${tid.toLowerCase()}/`)) throw invalid();
+    if (!options.multiTenant && !expectedIssuer.toLowerCase().includes(`/${tenantId}/`)) throw invalid();
 
     const keySet = signingKeys(metadata);
+    const verifyOptions: JWTVerifyOptions = {
+      algorithms: ['RS256'],
+      issuer: expectedIssuer,
+      audience: options.audiences,
+      typ: 'JWT',
+      clockTolerance: skew,
+      maxTokenAge: MAX_LIFETIME_SECONDS + skew,
+      requiredClaims: REQUIRED_CLAIMS,
+      currentDate: new Date(nowMs),
+    };
     try {
-      await compactVerify(token, (protectedHeader) => keySet.resolve(protectedHeader), { algorithms: ['RS256'] });
+      await jwtVerify(token, (protectedHeader) => keySet.resolve(protectedHeader), verifyOptions);
     } catch (error) {
       if (error instanceof ApiError) throw error;
       if (error instanceof errors.JOSEError) throw invalid();
@@ -117,22 +220,28 @@ export function createAccessTokenValidator(options: AccessTokenValidatorOptions)
     }
 
     const scopes = typeof claims['scp'] === 'string' ? claims['scp'].split(' ').filter(Boolean) : [];
-    // App-only tokens (idtyp "app", roles without scp) act for no user: nothing to exchange on behalf of.
-    if (claims['idtyp'] === 'app' || !options.requiredScopes.some((scope) => scopes.includes(scope))) {
-      throw new InsufficientScopeError(options.requiredScopes);
-    }
+    const appOnly = claims['idtyp'] === 'app';
+    checkScopes(scopes, appOnly);
 
-    return {
+    const caller: AuthenticatedCaller = Object.freeze({
       token,
-      tokenHash: createHash('sha256').update(token).digest('base64url'),
-      tenantId: tid.toLowerCase(),
+      tokenHash,
+      tenantId,
       objectId: oid,
+      userReference: userReference(tenantId, oid),
       version: ver,
-      scopes,
+      scopes: Object.freeze(scopes),
       ...(typeof claims['uti'] === 'string' ? { tokenId: claims['uti'] } : {}),
       expiresAt: exp * 1000,
-      claims,
-    };
+      claims: Object.freeze(claims),
+    });
+    // Only successes go in: a refused token is never cached, so a flood of them evicts nothing.
+    cache?.set(
+      tokenHash,
+      { caller, exp, notBefore: Math.max(nbf, iat), appOnly, kid, keys: keySet },
+      verifiedTokenBytes(token.length, payloadText.length),
+    );
+    return caller;
   };
 }
 
@@ -148,8 +257,13 @@ function isCanonicalBase64url(segment: string): boolean {
   return BASE64URL_SEGMENT.test(segment) && Buffer.from(segment, 'base64url').toString('base64url') === segment;
 }
 
+/** The segment's text; '' (which no parse accepts) for bytes that are not UTF-8. */
 function decodeSegment(segment: string): string {
-  return Buffer.from(segment, 'base64url').toString('utf8');
+  try {
+    return UTF8.decode(Buffer.from(segment, 'base64url'));
+  } catch {
+    return '';
+  }
 }
 
 function isTime(value: unknown): value is number {

@@ -44,7 +44,7 @@ export async function runBatch(service: GraphService, req: GraphRequest, version
     const headers = Object.fromEntries(
       Object.entries(response.headers).filter(([k]) => ['content-type', 'retry-after', 'www-authenticate', 'etag'].includes(k.toLowerCase())),
     );
-    const body = response.binary ? response.binary.toString('base64') : response.text ?? response.json;
+    const body = response.binary ? response.binary.toString('base64') : (response.text ?? response.json);
     results.set(item.id, { id: item.id, status: response.status, headers, ...(body === undefined ? {} : { body }) });
     return response.status;
   };
@@ -54,14 +54,23 @@ export async function runBatch(service: GraphService, req: GraphRequest, version
 }
 
 function itemRequest(item: BatchItem, version: string, outer: GraphRequest): GraphRequest {
-  const url = new URL(item.url.startsWith('/') ? item.url : `/${item.url}`, 'https://graph.invalid');
+  // Graph also takes the url with the batch's own version in front (`/v1.0/me`, as the Graph SDK writes it).
+  const relative = item.url.startsWith('/') ? item.url : `/${item.url}`;
+  const unversioned =
+    relative === `/${version}` || relative.startsWith(`/${version}/`) || relative.startsWith(`/${version}?`)
+      ? relative.slice(version.length + 1) || '/'
+      : relative;
+  const url = new URL(unversioned, 'https://graph.invalid');
   const consistencylevel = Object.entries(item.headers).find(([k]) => k.toLowerCase() === 'consistencylevel')?.[1];
   return {
     method: item.method.toUpperCase(),
     path: `/${version}${url.pathname}`,
     query: url.searchParams,
     // Items run with the batch's own token.
-    headers: { ...(outer.headers.authorization ? { authorization: outer.headers.authorization } : {}), ...(consistencylevel ? { consistencylevel } : {}) },
+    headers: {
+      ...(outer.headers.authorization ? { authorization: outer.headers.authorization } : {}),
+      ...(consistencylevel ? { consistencylevel } : {}),
+    },
     body: item.body,
     inBatch: true,
   };
@@ -83,8 +92,10 @@ function parseBatch(body: unknown): BatchItem[] | string {
     if (/^[a-z]+:\/\//i.test(r.url)) return `Request '${r.id}': the url must be relative to the service root.`;
     if (items.some((i) => i.id === r.id)) return `Request Id '${r.id}' is not unique.`;
     const dependsOn = r.dependsOn === undefined ? [] : r.dependsOn;
-    if (!Array.isArray(dependsOn) || !dependsOn.every((d): d is string => typeof d === 'string')) return 'Invalid batch payload format: dependsOn must be an array of request ids.';
-    const headers = typeof r.headers === 'object' && r.headers !== null ? Object.fromEntries(Object.entries(r.headers).map(([k, v]) => [k, String(v)])) : {};
+    if (!Array.isArray(dependsOn) || !dependsOn.every((d): d is string => typeof d === 'string'))
+      return 'Invalid batch payload format: dependsOn must be an array of request ids.';
+    const headers =
+      typeof r.headers === 'object' && r.headers !== null ? Object.fromEntries(Object.entries(r.headers).map(([k, v]) => [k, String(v)])) : {};
     items.push({ id: r.id, method: r.method, url: r.url, dependsOn, headers, body: r.body });
   }
   const ids = new Set(items.map((i) => i.id));

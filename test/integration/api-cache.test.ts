@@ -8,10 +8,11 @@ import { expect } from 'chai';
 import type { Redis } from 'ioredis';
 import type { Environment } from '../../api/config/load-config.js';
 import { startEmulator, type Emulator, type UserName } from '../emulator/index.js';
-import { families, sample } from '../support/metrics.js';
-import { startRedis, type RedisServer } from '../support/redis.js';
+import { useEmulator, useRedis, useServices } from '../support/fixtures.js';
+import { families, metric, metricsText, sample } from '../support/metrics.js';
 import { startRedisCluster, type RedisCluster } from '../support/redis-cluster.js';
-import { startService, type TestService } from '../support/service.js';
+import type { TestService } from '../support/service.js';
+import { until } from '../support/wait.js';
 
 const OLD_KEY = `old:${randomBytes(32).toString('base64')}`;
 const NEW_KEY = `new:${randomBytes(32).toString('base64')}`;
@@ -19,17 +20,6 @@ const NEW_KEY = `new:${randomBytes(32).toString('base64')}`;
 const USERS: UserName[] = ['alice', 'bob'];
 /** Cache entries: the prefix, the SHA-256 (base64url) of the caller's token, the scope set. Not locks, not other users of Redis. */
 const ENTRY_KEYS = /^obo:[A-Za-z0-9_-]{43}:/;
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(what: string, condition: () => Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await condition()) return;
-    await sleep(20);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 /** GET /api/me over a real HTTP connection; the body is read so the socket is reused. */
 async function me(api: TestService, token: string): Promise<{ status: number; id?: string }> {
@@ -40,22 +30,12 @@ async function me(api: TestService, token: string): Promise<{ status: number; id
 
 interface Readiness {
   status: number;
-  body: { status: string; checks: { cacheL2: string; cacheL2Detail?: string } };
+  body: { status: string; checks: { cacheL2: string; cacheL2Detail?: string; invalidations?: string; invalidationsLastSyncSeconds?: number } };
 }
 
 async function readiness(api: TestService): Promise<Readiness> {
   const response = await fetch(`${api.baseUrl}/readyz`);
   return { status: response.status, body: (await response.json()) as Readiness['body'] };
-}
-
-async function metricsOf(api: TestService): Promise<string> {
-  const response = await fetch(`${api.baseUrl}/metrics`);
-  expect(response.status).to.equal(200);
-  return response.text();
-}
-
-async function metric(api: TestService, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
-  return sample(await metricsOf(api), name, labels);
 }
 
 /** Every key in the Redis, by SCAN (never KEYS). */
@@ -90,30 +70,19 @@ function envelopeKid(value: Buffer): string {
 
 describe('API + token cache on a real Redis (issue 3)', function () {
   this.timeout(20_000);
-  let emulator: Emulator;
-  let redis: RedisServer;
+  const emulator = useEmulator();
+  const redis = useRedis();
   let admin: Redis;
-  let apis: TestService[] = [];
+  // The API instances of the current test: closed after it.
+  const apis = useServices(emulator);
 
-  before(async () => {
-    [emulator, redis] = await Promise.all([startEmulator(), startRedis()]);
+  before(() => {
     admin = redis.client();
-  });
-
-  after(async () => {
-    await Promise.all(apis.map((api) => api.close()));
-    await redis?.stop();
-    await emulator?.close();
   });
 
   beforeEach(async () => {
     await admin.flushall();
     emulator.resetCounters();
-  });
-
-  afterEach(async () => {
-    await Promise.all(apis.map((api) => api.close()));
-    apis = [];
   });
 
   const exchanges = () => emulator.counters.token;
@@ -128,17 +97,13 @@ describe('API + token cache on a real Redis (issue 3)', function () {
   /** One API instance (its own process state: L1, registry, connections) on the shared Redis, once L2 is up. */
   async function startApi(env: Environment = {}, on: Emulator = emulator): Promise<TestService> {
     // A roomy command timeout: a busy CI machine must not turn into a Redis brown-out.
-    const api = await startService(on, { REDIS_URL: redis.url, CACHE_ENCRYPTION_KEYS: OLD_KEY, CACHE_L2_TIMEOUT_MS: '1000', ...env });
-    apis.push(api);
+    const api = await apis.start({ REDIS_URL: redis.url, CACHE_ENCRYPTION_KEYS: OLD_KEY, CACHE_L2_TIMEOUT_MS: '1000', ...env }, {}, on);
     await untilL2(api, 'up');
     return api;
   }
 
   /** An API process going away: closed now, not again after the test. */
-  async function closeApi(api: TestService): Promise<void> {
-    apis = apis.filter((other) => other !== api);
-    await api.close();
-  }
+  const closeApi = (api: TestService): Promise<void> => apis.close(api);
 
   async function untilL2(api: TestService, state: 'up' | 'degraded', timeoutMs = 5_000): Promise<void> {
     await until(`cacheL2: ${state}`, async () => (await readiness(api)).body.checks.cacheL2 === state, timeoutMs);
@@ -237,7 +202,7 @@ describe('API + token cache on a real Redis (issue 3)', function () {
       }
       expect(statuses.length).to.be.at.least(90);
       expect(statuses.filter((s) => s !== 200), 'failed requests').to.deep.equal([]);
-      const text = await metricsOf(api);
+      const text = await metricsText(api);
       const l2Failures = ['get', 'set', 'lock'].reduce(
         (sum, op) =>
           sum +
@@ -278,7 +243,11 @@ describe('API + token cache on a real Redis (issue 3)', function () {
       const api = await startApi();
       const up = await readiness(api);
       expect(up.status).to.equal(200);
-      expect(up.body).to.deep.equal({ status: 'ready', checks: { authorityMetadata: 'up', cacheL1: 'up', cacheL2: 'up' } });
+      const { invalidations, invalidationsLastSyncSeconds, ...checks } = up.body.checks;
+      expect({ ...up.body, checks }).to.deep.equal({ status: 'ready', checks: { authorityMetadata: 'up', cacheL1: 'up', cacheL2: 'up' } });
+      // Invalidations between instances arrive over Redis too (their own tests are in cache-*.test.ts).
+      expect(invalidations).to.be.oneOf(['flowing', 'interrupted']);
+      if (invalidationsLastSyncSeconds !== undefined) expect(invalidationsLastSyncSeconds).to.be.a('number').and.at.least(0);
       await redis.kill();
       await untilL2(api, 'degraded');
       const down = await readiness(api);
@@ -379,15 +348,13 @@ describe('API + token cache on a real Redis (issue 3)', function () {
       const again = await admin.pttl(key);
       expect(again).to.be.within(1, 2_500);
     } finally {
-      await Promise.all(apis.map((api) => api.close()));
-      apis = [];
+      for (const api of apis.running) await apis.close(api);
       await shortLived.close();
     }
   });
 
   it('without REDIS_URL or REDIS_CLUSTER_NODES the service says once at start-up that it runs L1 only', async () => {
-    const l1Only = await startService(emulator, {});
-    apis.push(l1Only);
+    const l1Only = await apis.start({});
     const announcements = (api: TestService) =>
       api.logs.map((line) => JSON.parse(line) as { level: number; msg: string }).filter((line) => line.level >= 30 && /L1 only/i.test(line.msg));
     expect(announcements(l1Only)).to.have.length(1);
@@ -460,29 +427,26 @@ describe('API + token cache on a real Redis (issue 3)', function () {
 describe('API + token cache on a real Redis Cluster (REDIS_CLUSTER_NODES, with a password)', function () {
   this.timeout(30_000);
   const password = randomBytes(12).toString('hex');
-  let emulator: Emulator;
+  const emulator = useEmulator();
   let cluster: RedisCluster;
-  let apis: TestService[] = [];
+  const apis = useServices(emulator);
 
   before(async () => {
-    [emulator, cluster] = await Promise.all([startEmulator(), startRedisCluster({ password })]);
+    cluster = await startRedisCluster({ password });
   });
 
   after(async () => {
-    await Promise.all(apis.map((api) => api.close()));
     await cluster?.stop();
-    await emulator?.close();
   });
 
   async function startClusterApi(): Promise<TestService> {
     // One URL entry carries the password for the whole cluster; the other seeds are plain.
     const [first, ...rest] = cluster.nodes;
-    const api = await startService(emulator, {
+    const api = await apis.start({
       REDIS_CLUSTER_NODES: [`redis://:${password}@${first}`, ...rest].join(','),
       CACHE_ENCRYPTION_KEYS: OLD_KEY,
       CACHE_L2_TIMEOUT_MS: '1000',
     });
-    apis.push(api);
     // Without the password from the configuration the store never becomes ready (NOAUTH).
     await until('cacheL2: up', async () => (await readiness(api)).body.checks.cacheL2 === 'up', 10_000);
     return api;
@@ -501,8 +465,8 @@ describe('API + token cache on a real Redis Cluster (REDIS_CLUSTER_NODES, with a
     const answers = await Promise.all(Array.from({ length: 50 }, (_, i) => me(i % 2 === 0 ? a : b, token)));
     expect(answers.filter((x) => x.status === 200)).to.have.length(50);
     expect(emulator.counters.token, 'token endpoint calls').to.equal(4);
-    const leak = (await metricsOf(a)) + (await metricsOf(b));
+    const leak = (await metricsText(a)) + (await metricsText(b));
     expect(leak).not.to.include(password);
-    for (const api of apis) expect(api.logs.join('\n')).not.to.include(password);
+    for (const api of apis.running) expect(api.logs.join('\n')).not.to.include(password);
   });
 });

@@ -1,23 +1,13 @@
 import { expect } from 'chai';
-import { startEmulator, type Emulator } from '../emulator/index.js';
-import { startService, type TestService } from '../support/service.js';
+import { itChecking } from '../support/checked-it.js';
+import { useEmulator, useService } from '../support/fixtures.js';
+import { bearer } from '../support/tokens.js';
 import { parseChallenge } from '../support/www-authenticate.js';
 
 describe('the OBO API end to end (real msal-node and jose against the emulator)', () => {
-  let emulator: Emulator;
-  let api: TestService;
-
-  before(async () => {
-    emulator = await startEmulator();
-    api = await startService(emulator);
-  });
-  after(async () => {
-    await api?.close();
-    await emulator?.close();
-  });
+  const emulator = useEmulator();
+  const api = useService(emulator);
   beforeEach(() => emulator.resetCounters());
-
-  const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
   it('GET /api/me returns the calling user from Graph', async () => {
     const response = await api.request.get('/api/me').set(bearer(emulator.mint({ user: 'alice' }))).expect(200);
@@ -55,7 +45,7 @@ describe('the OBO API end to end (real msal-node and jose against the emulator)'
   });
 
   describe('RFC 6750 answers to bad tokens, with no exchange', () => {
-    afterEach(() => expect(emulator.counters.token, 'token endpoint calls').to.equal(0));
+    const itNoExchange = itChecking(() => expect(emulator.counters.token, 'token endpoint calls').to.equal(0));
 
     async function expectInvalidToken(token: string): Promise<void> {
       const response = await api.request.get('/api/me').set(bearer(token)).expect(401);
@@ -66,7 +56,7 @@ describe('the OBO API end to end (real msal-node and jose against the emulator)'
       expect(JSON.stringify(response.body)).not.to.include(token.split('.')[1] ?? token);
     }
 
-    it('no token: 401 with a bare Bearer challenge', async () => {
+    itNoExchange('no token: 401 with a bare Bearer challenge', async () => {
       const response = await api.request.get('/api/me').expect(401);
       const challenge = parseChallenge(response.headers['www-authenticate']);
       expect(challenge.scheme).to.equal('Bearer');
@@ -74,22 +64,22 @@ describe('the OBO API end to end (real msal-node and jose against the emulator)'
       expect(challenge.params).not.to.have.property('error');
     });
 
-    it('expired', async () => {
+    itNoExchange('expired', async () => {
       const now = Math.floor(Date.now() / 1000);
       await expectInvalidToken(emulator.mint({ iat: now - 7200, nbf: now - 7200, exp: now - 3600 }));
     });
 
-    it('wrong audience', async () => {
+    itNoExchange('wrong audience', async () => {
       await expectInvalidToken(emulator.mint({ aud: 'https://graph.microsoft.com' }));
       await expectInvalidToken(emulator.mint({ aud: 'api://some-other-api' }));
     });
 
-    it('wrong issuer', async () => {
+    itNoExchange('wrong issuer', async () => {
       await expectInvalidToken(emulator.mint({ iss: `https://login.microsoftonline.com/${emulator.otherTenant.id}/v2.0` }));
       await expectInvalidToken(emulator.mint({ iss: 'https://evil.example/v2.0' }));
     });
 
-    it('tampered payload or signature', async () => {
+    itNoExchange('tampered payload or signature', async () => {
       const token = emulator.mint({ user: 'alice' });
       const [header, payload, signature] = token.split('.') as [string, string, string];
       const claims = JSON.parse(Buffer.from(payload, 'base64url').toString()) as Record<string, unknown>;
@@ -99,12 +89,12 @@ describe('the OBO API end to end (real msal-node and jose against the emulator)'
       await expectInvalidToken(`${header}.${payload}.${flipped}`);
     });
 
-    it('alg none', async () => {
+    itNoExchange('alg none', async () => {
       const claims = JSON.parse(Buffer.from(emulator.mint({}).split('.')[1] ?? '', 'base64url').toString()) as object;
       await expectInvalidToken(emulator.mintRaw({ header: { alg: 'none', typ: 'JWT' }, payload: claims, sign: 'none' }));
     });
 
-    it('missing the required scope: 403 insufficient_scope', async () => {
+    itNoExchange('missing the required scope: 403 insufficient_scope', async () => {
       const response = await api.request.get('/api/me').set(bearer(emulator.mint({ scp: 'User.Read' }))).expect(403);
       const challenge = parseChallenge(response.headers['www-authenticate']);
       expect(challenge.params['error']).to.equal('insufficient_scope');
@@ -119,7 +109,7 @@ describe('the OBO API end to end (real msal-node and jose against the emulator)'
 
     it('GET /readyz reports the metadata and an L1-only cache', async () => {
       const response = await api.request.get('/readyz').expect(200);
-      expect(response.body).to.deep.equal({ status: 'ready', checks: { authorityMetadata: 'up', cacheL1: 'up', cacheL2: 'disabled' } });
+      expect(response.body).to.deep.equal({ status: 'ready', checks: { authorityMetadata: 'up', cacheL1: 'up', cacheL2: 'disabled', invalidations: 'disabled' } });
     });
 
     it('GET /openapi.json serves the contract', async () => {

@@ -7,8 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect } from 'chai';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { startEmulator, type Emulator } from '../emulator/index.js';
-import { startService, type TestService } from '../support/service.js';
+import { useEmulator, useService } from '../support/fixtures.js';
 
 /** Debian's `chromium` package; no browser is downloaded. `.ci/run` installs it when missing. */
 const CHROMIUM = '/usr/bin/chromium';
@@ -74,25 +73,27 @@ async function serveSpa(): Promise<{ server: Server; port: number }> {
 
 describe('a browser SPA on another origin (headless Chromium)', function () {
   this.timeout(60_000);
-  let emulator: Emulator;
-  let api: TestService;
-  let spa: { server: Server; port: number };
+  let spa: { server: Server; port: number } | undefined;
   let userDataDir: string;
   let browser: BrowserContext;
   let page: Page;
   let spaOrigin: string;
 
-  before(async function () {
+  before(function () {
     if (!existsSync(CHROMIUM)) {
       if (process.env['CI']) throw new Error(`${CHROMIUM} is missing: .ci/run installs Debian's chromium package`);
       process.stderr.write(`  skipping the browser tests: ${CHROMIUM} is missing (apt-get install -y chromium); in CI this fails\n`);
       this.skip();
     }
-    emulator = await startEmulator();
+  });
+  const emulator = useEmulator();
+  before(async () => {
     spa = await serveSpa();
     // localhost vs 127.0.0.1 and another port: a different origin from the API's.
     spaOrigin = `http://localhost:${spa.port}`;
-    api = await startService(emulator, { CORS_ALLOWED_ORIGINS: spaOrigin });
+  });
+  const api = useService(emulator, () => ({ CORS_ALLOWED_ORIGINS: spaOrigin }));
+  before(async () => {
     userDataDir = await mkdtemp(join(tmpdir(), 'obo-chromium-'));
     browser = await chromium.launchPersistentContext(userDataDir, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_FLAGS });
     page = browser.pages()[0] ?? (await browser.newPage());
@@ -100,10 +101,8 @@ describe('a browser SPA on another origin (headless Chromium)', function () {
   after(async () => {
     await browser?.close();
     if (userDataDir) await rm(userDataDir, { recursive: true, force: true });
-    await api?.close();
     spa?.server.closeAllConnections();
     spa?.server.close();
-    await emulator?.close();
   });
 
   /** Runs the page's callApi (in the browser: `globalThis` is the page's window). */
@@ -140,7 +139,7 @@ describe('a browser SPA on another origin (headless Chromium)', function () {
   });
 
   it('is blocked by the browser from an origin that is not allowed, before any token leaves it', async () => {
-    await page.goto(`http://127.0.0.1:${spa.port}/`);
+    await page.goto(`http://127.0.0.1:${spa?.port ?? 0}/`);
     emulator.resetCounters();
     const result = await call(`${api.baseUrl}/api/me`, emulator.mint({ user: 'alice' }));
     expect(result.reached).to.equal(false);

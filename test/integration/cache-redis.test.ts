@@ -56,6 +56,23 @@ async function until(what: string, condition: () => boolean | Promise<boolean>, 
   throw new Error(`timed out waiting for ${what}`);
 }
 
+/** `store` with some of its operations replaced. */
+function delegate(store: L2Store, replaced: Partial<L2Store>): L2Store {
+  return {
+    get: (key) => store.get(key),
+    set: (key, value, ttlMs) => store.set(key, value, ttlMs),
+    del: (key) => store.del(key),
+    tryLock: (key, owner, ttlMs) => store.tryLock(key, owner, ttlMs),
+    unlock: (key, owner) => store.unlock(key, owner),
+    publish: (channel, message) => store.publish(channel, message),
+    subscribe: (channel, listener) => store.subscribe(channel, listener),
+    ready: () => store.ready(),
+    health: () => store.health(),
+    close: () => store.close(),
+    ...replaced,
+  };
+}
+
 interface Instance {
   cache: TieredCache<Token>;
   registry: Registry;
@@ -89,17 +106,25 @@ describe('cache: L2 on a real redis-server', function () {
 
   /** One "API instance": its own store, registry and logger, sharing the test's Redis. */
   async function instance(
-    options: Partial<TieredCacheOptions> & { keys?: string; url?: string; store?: Partial<Parameters<typeof createRedisStore>[0]>; waitReady?: boolean } = {},
+    options: Partial<TieredCacheOptions> & {
+      keys?: string;
+      url?: string;
+      store?: Partial<Parameters<typeof createRedisStore>[0]>;
+      waitReady?: boolean;
+      /** Wraps the real store, to interleave another instance's work with this one's calls. */
+      wrap?: (store: L2Store) => L2Store;
+    } = {},
   ): Promise<Instance> {
     const { logger, lines } = captureLogger();
     const registry = new Registry();
-    const l2: L2Store = createRedisStore({
+    const store: L2Store = createRedisStore({
       url: options.url ?? redis.url,
       commandTimeoutMs: 200,
       breaker: { failureThreshold: 5, openMs: 200 },
       logger,
       ...options.store,
     });
+    const l2 = options.wrap ? options.wrap(store) : store;
     const encryption: EncryptionKey[] | 'off' = options.encryption ?? parseEncryptionKeys(options.keys ?? OLD_KEYS);
     const cache = createTieredCache<Token>({ l1MaxBytes: 1024 * 1024, keyPrefix: 'obo:', logger, registry, ...options, l2, encryption });
     const created = { cache, registry, lines };
@@ -218,7 +243,12 @@ describe('cache: L2 on a real redis-server', function () {
     const garbage = partitionKey(8);
     await admin.set(`obo:${garbage}`, 'not an envelope', 'PX', 60_000);
     const plaintext = partitionKey(9);
-    await admin.set(`obo:${plaintext}`, Buffer.concat([Buffer.of(0), Buffer.from(JSON.stringify({ v: { accessToken: 'eyJinjected' }, e: Date.now() + 60_000 }))]), 'PX', 60_000);
+    await admin.set(
+      `obo:${plaintext}`,
+      Buffer.concat([Buffer.of(0), Buffer.from(JSON.stringify({ v: { accessToken: 'eyJinjected' }, e: Date.now() + 60_000 }))]),
+      'PX',
+      60_000,
+    );
 
     const reader = await instance({ keys: OLD_KEYS });
     for (const key of [unknownKid, garbage, plaintext]) {
@@ -257,7 +287,9 @@ describe('cache: L2 on a real redis-server', function () {
     expect(new Set(results.map((r) => r.entry.value.accessToken)).size).to.equal(1);
     expect(results.filter((r) => r.source === 'created')).to.have.length(1);
     expect(results.filter((r) => r.source === 'joined')).to.have.length(99);
-    const cluster = (await metric(a.registry, 'obo_cache_joins_total', { scope: 'cluster' })) + (await metric(b.registry, 'obo_cache_joins_total', { scope: 'cluster' }));
+    const cluster =
+      (await metric(a.registry, 'obo_cache_joins_total', { scope: 'cluster' })) +
+      (await metric(b.registry, 'obo_cache_joins_total', { scope: 'cluster' }));
     expect(cluster).to.equal(1);
   });
 
@@ -295,6 +327,52 @@ describe('cache: L2 on a real redis-server', function () {
     expect(await failing.catch((e: Error) => e.message)).to.equal('invalid_grant');
   });
 
+  it('a holder that wrote and released between our L2 miss and our lock is adopted: the re-check under the lock', async () => {
+    const writer = await instance();
+    const key = partitionKey(20);
+    let written: CacheEntry<Token> | undefined;
+    // Right after the reader's first GET (a real miss), the writer creates, writes and releases.
+    let writerTurn: (() => Promise<void>) | undefined = async () => {
+      written = (await writer.cache.getOrCreate(key, creator())).entry;
+      await until('the lock to be released', async () => (await admin.keys('obo:lock:*')).length === 0, 1_000);
+    };
+    const reader = await instance({
+      wrap: (store) =>
+        delegate(store, {
+          get: async (fullKey) => {
+            const value = await store.get(fullKey);
+            const turn = writerTurn;
+            writerTurn = undefined;
+            if (turn) await turn();
+            return value;
+          },
+        }),
+    });
+    const result = await reader.cache.getOrCreate(key, creator());
+    expect(result.source).to.equal('joined');
+    expect(result.entry).to.deep.equal(written);
+    expect(creates).to.equal(1);
+    expect(await metric(reader.registry, 'obo_cache_misses_total')).to.equal(1);
+    expect(await metric(reader.registry, 'obo_cache_joins_total', { scope: 'cluster' })).to.equal(1);
+    expect((await reader.cache.getOrCreate(key, creator())).source).to.equal('l1');
+  });
+
+  it('refresh-ahead leaves the work to another instance that holds the lock', async () => {
+    let clock = Date.now();
+    const a = await instance({ now: () => clock });
+    const key = partitionKey(21);
+    const first = await a.cache.getOrCreate(key, creator(60_000, 0, { refreshAt: clock + 1_000 }));
+    await until('the lock to be released', async () => (await admin.keys('obo:lock:*')).length === 0, 1_000);
+    // Another instance is refreshing this key.
+    await admin.set(`obo:lock:${key}`, 'another-instance', 'PX', 10_000);
+    clock += 1_000;
+    expect((await a.cache.getOrCreate(key, creator())).entry).to.deep.equal(first.entry);
+    await until('the refresh to give way', async () => (await metric(a.registry, 'obo_cache_refreshes_total', { result: 'skipped' })) === 1);
+    expect(creates).to.equal(1);
+    expect(await metric(a.registry, 'obo_cache_creates_total', { trigger: 'refresh', result: 'ok' })).to.equal(0);
+    expect(await admin.get(`obo:lock:${key}`)).to.equal('another-instance');
+  });
+
   it("invalidate() on A removes the L2 value and drops B's L1 copy through pub/sub", async () => {
     const [a, b] = [await instance(), await instance()];
     const key = partitionKey(15);
@@ -324,7 +402,7 @@ describe('cache: L2 on a real redis-server', function () {
     expect(creates).to.equal(2);
   });
 
-  it("refresh-ahead across instances: B adopts the entry A refreshed instead of creating again", async () => {
+  it('refresh-ahead across instances: B adopts the entry A refreshed instead of creating again', async () => {
     const [a, b] = [await instance(), await instance()];
     const key = partitionKey(17);
     const first = await a.cache.getOrCreate(key, creator(60_000, 0, { refreshAt: Date.now() + 150 }));
@@ -353,7 +431,9 @@ describe('cache: L2 on a real redis-server', function () {
     const store = () => createRedisStore({ url: redis.url, commandTimeoutMs: 100, logger });
     for (const encryption of [undefined, []]) {
       const l2 = store();
-      expect(() => createTieredCache({ l1MaxBytes: 0, keyPrefix: 'obo:', logger, l2, encryption })).to.throw().with.property('code', 'CACHE_CONFIG_INVALID');
+      expect(() => createTieredCache({ l1MaxBytes: 0, keyPrefix: 'obo:', logger, l2, encryption }))
+        .to.throw()
+        .with.property('code', 'CACHE_CONFIG_INVALID');
       await l2.close();
     }
     const off = await instance({ encryption: 'off' });
@@ -411,7 +491,9 @@ describe('cache: L2 on a real redis-server', function () {
       await until('the memory policy check', () => a.lines.some((line) => line.includes('noeviction')), 2_000);
       const big = 'x'.repeat(16 * 1024);
       for (let i = 0; i < 300; i++) {
-        const result = await a.cache.getOrCreate(partitionKey(500 + i), async () => ({ value: { accessToken: big }, expiresAt: Date.now() + 60_000 }));
+        const result = await a.cache.getOrCreate(partitionKey(500 + i), () =>
+          Promise.resolve({ value: { accessToken: big }, expiresAt: Date.now() + 60_000 }),
+        );
         expect(result.source).to.equal('created');
       }
       expect(await metric(a.registry, 'obo_cache_l2_errors_total', { op: 'set', kind: 'error' })).to.be.greaterThan(0);

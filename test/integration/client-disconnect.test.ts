@@ -2,25 +2,17 @@
 // autocannon stopping) must never take the process down.
 import { connect } from 'node:net';
 import { expect } from 'chai';
-import { startEmulator, type Emulator } from '../emulator/index.js';
-import { startService, type TestService } from '../support/service.js';
+import { useEmulator, useService } from '../support/fixtures.js';
+import { bearer } from '../support/tokens.js';
+import { sleep } from '../support/wait.js';
 
 describe('callers that disconnect mid-request', () => {
-  let emulator: Emulator;
-  let api: TestService;
-
-  before(async () => {
-    emulator = await startEmulator();
-    api = await startService(emulator);
-  });
-  after(async () => {
-    await api?.close();
-    await emulator?.close();
-  });
+  const emulator = useEmulator();
+  const api = useService(emulator);
 
   it('GET /api/me: 300 callers hanging up at staggered moments leave the service answering', async () => {
     const token = emulator.mint();
-    await api.request.get('/api/me').set('authorization', `Bearer ${token}`).expect(200);
+    await api.request.get('/api/me').set(bearer(token)).expect(200);
     const { port } = new URL(api.baseUrl);
     // 0 to 6 ms after sending: before, during and after the Graph call and the relay of its body.
     for (let i = 0; i < 300; i++) {
@@ -35,8 +27,8 @@ describe('callers that disconnect mid-request', () => {
         socket.once('error', reject);
       });
     }
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    const response = await api.request.get('/api/me').set('authorization', `Bearer ${token}`).expect(200);
+    await sleep(200);
+    const response = await api.request.get('/api/me').set(bearer(token)).expect(200);
     expect(response.body.id).to.equal(emulator.users.alice.oid);
   });
 });

@@ -1,30 +1,26 @@
 import { expect } from 'chai';
-import { startEmulator, type Emulator } from '../emulator/index.js';
-import { startService, type TestService } from '../support/service.js';
+import { manualClock } from '../support/clock.js';
+import { useEmulator, useService, useServices } from '../support/fixtures.js';
+import { bearer } from '../support/tokens.js';
+import { sleep } from '../support/wait.js';
 import { parseChallenge } from '../support/www-authenticate.js';
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const MFA_CLAIMS = '{"access_token":{"capolids":{"essential":true,"values":["c1a5e2a1-1111-4222-8333-944455556666"]}}}';
 
-/** Checklist 50-56: every failure of Entra ID or Graph reaches the caller as something it can act on. */
-describe('downstream failures turned into answers a caller can act on (checklist 50-56)', () => {
-  let emulator: Emulator;
-  let api: TestService;
-
-  before(async () => {
-    emulator = await startEmulator();
-    api = await startService(emulator, { EXCHANGE_TIMEOUT_MS: '500' });
-  });
-  after(async () => {
-    await api?.close();
-    await emulator?.close();
-  });
+/** docs/bad-input-checklist.md, items 50-57: every failure of Entra ID or Graph reaches the caller as something it can act on. */
+describe('downstream failures turned into answers a caller can act on (checklist 50-57)', () => {
+  const emulator = useEmulator();
+  // The service's clock: Entra's Retry-After window passes when the test moves it, not by sleeping.
+  const clock = manualClock();
+  const api = useService(emulator, { EXCHANGE_TIMEOUT_MS: '500' }, { now: clock.now });
+  const services = useServices(emulator);
   beforeEach(() => {
     emulator.reset();
     emulator.resetCounters();
+    clock.reset();
   });
 
-  const me = (token: string) => api.request.get('/api/me').set('authorization', `Bearer ${token}`);
+  const me = (token: string) => api.request.get('/api/me').set(bearer(token));
 
   it('#50 consent required: 403 interaction_required / consent_required, as JSON', async () => {
     emulator.setUser('alice', { consented: false });
@@ -81,15 +77,11 @@ describe('downstream failures turned into answers a caller can act on (checklist
   });
 
   it('#53 a wrong client secret is a 500 whose log names the cause but never the secret', async () => {
-    const wrong = await startService(emulator, { AZURE_CLIENT_SECRET: 'wrong-secret-value-123' });
-    try {
-      await wrong.request.get('/api/me').set('authorization', `Bearer ${emulator.mint()}`).expect(500);
-      const logs = wrong.logs.join('\n');
-      expect(logs).to.include('invalid_client');
-      expect(logs).not.to.include('wrong-secret-value-123');
-    } finally {
-      await wrong.close();
-    }
+    const wrong = await services.start({ AZURE_CLIENT_SECRET: 'wrong-secret-value-123' });
+    await wrong.request.get('/api/me').set(bearer(emulator.mint())).expect(500);
+    const logs = wrong.logs.join('\n');
+    expect(logs).to.include('invalid_client');
+    expect(logs).not.to.include('wrong-secret-value-123');
   });
 
   it('#54 Entra throttling: 503 with Retry-After; other users wait out the same window without calls; cached tokens keep being served', async () => {
@@ -106,7 +98,7 @@ describe('downstream failures turned into answers a caller can act on (checklist
     expect(emulator.counters.token).to.equal(1);
     await me(cached).expect(200);
     // Never longer than the window Entra gave.
-    await sleep(1100);
+    clock.advance(1100);
     await me(emulator.mint()).expect(200);
     expect(emulator.counters.token).to.equal(2);
   });
@@ -167,37 +159,32 @@ describe('downstream failures turned into answers a caller can act on (checklist
 });
 
 describe('proactive refresh', () => {
-  let emulator: Emulator;
-  let api: TestService;
-
-  before(async () => {
-    // 64 s tokens: cached until 60 s before expiry (4 s), refreshed from half-way (2 s).
-    emulator = await startEmulator({ accessTokenLifetimeSeconds: 64 });
-    api = await startService(emulator);
-  });
-  after(async () => {
-    await api?.close();
-    await emulator?.close();
-  });
+  // 64 s tokens: cached until 60 s before expiry (4 s), refreshed from half-way (2 s).
+  const emulator = useEmulator({ accessTokenLifetimeSeconds: 64 });
+  // The service's clock: the refresh window is reached by moving it, not by sleeping.
+  const clock = manualClock();
+  const api = useService(emulator, {}, { now: clock.now });
+  // The emulator dates its tokens by real time: each test starts from it.
+  beforeEach(() => clock.reset());
 
   it('serves the cached token inside the refresh window and refreshes it in the background, once', async () => {
     const token = emulator.mint();
-    const me = () => api.request.get('/api/me').set('authorization', `Bearer ${token}`).expect(200);
+    const me = () => api.request.get('/api/me').set(bearer(token)).expect(200);
     await me();
     emulator.resetCounters();
     await me();
     expect(emulator.counters.token).to.equal(0);
-    await sleep(2300);
+    clock.advance(2300);
     await Promise.all([me(), me(), me()]);
-    await sleep(200);
+    await sleep(200); // the refresh runs in the background: let a second one show if there were one
     expect(emulator.counters.token, 'one background refresh').to.equal(1);
   });
 
   it('keeps serving the still-valid token when the refresh fails', async () => {
     const token = emulator.mint();
-    const me = () => api.request.get('/api/me').set('authorization', `Bearer ${token}`);
+    const me = () => api.request.get('/api/me').set(bearer(token));
     await me().expect(200);
-    await sleep(2300);
+    clock.advance(2300);
     emulator.resetCounters();
     emulator.faults.injectToken({ status: 503, times: 'always' });
     expect((await me()).status).to.equal(200);

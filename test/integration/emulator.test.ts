@@ -13,11 +13,12 @@ import { expect } from 'chai';
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import { ensureCertificates } from '../emulator/certs.js';
 import { startEmulator, type Emulator } from '../emulator/index.js';
+import { useEmulator } from '../support/fixtures.js';
+import { sleep } from '../support/wait.js';
 
 type Json = Record<string, unknown>;
 const GRAPH_USER_READ = 'https://graph.microsoft.com/User.Read';
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 function claimsOf(token: string): Json {
   return JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as Json;
@@ -93,14 +94,7 @@ function errorOf(body: Json): Json {
 
 describe('Entra ID + Graph emulator', function () {
   this.timeout(30_000);
-  let e: Emulator;
-
-  before(async () => {
-    e = await startEmulator();
-  });
-  after(async () => {
-    await e?.close();
-  });
+  const e = useEmulator();
   beforeEach(() => e.reset());
 
   describe('certificates', () => {
@@ -212,7 +206,7 @@ describe('Entra ID + Graph emulator', function () {
       expect(await codeOf(rotated, jwks)).to.equal('ERR_JWKS_NO_MATCHING_KEY');
       const quick = createRemoteJWKSet(jwksUrl(e), { cooldownDuration: 100 });
       expect(await codeOf(e.mint({ key: 'previous' }), quick)).to.equal(undefined);
-      await sleep(150);
+      await sleep(150); // jose's own cooldown (real time)
       expect(await codeOf(rotated, quick)).to.equal(undefined);
       e.keys.retire(oldKid);
       expect(await codeOf(e.mint({ key: oldKid }), createRemoteJWKSet(jwksUrl(e)))).to.equal('ERR_JWKS_NO_MATCHING_KEY');
@@ -245,6 +239,7 @@ describe('Entra ID + Graph emulator', function () {
       expect(log.map((r) => r.status)).to.include.members([500, 0]);
     });
 
+    // The malformed and forged tokens that docs/bad-input-checklist.md #13-#49 are tested with.
     it('produces the bad tokens of the checklist', () => {
       const header = (t: string): Json => JSON.parse(Buffer.from(t.split('.')[0] ?? '', 'base64url').toString()) as Json;
       expect(header(e.mint({ header: { kid: null } }))).not.to.have.property('kid');
@@ -407,7 +402,8 @@ describe('Entra ID + Graph emulator', function () {
       expect(await code(oboParams(e), { headers: { 'content-type': 'application/json' }, raw: '{}' })).to.deep.equal([400, 'invalid_request', 900144]);
       expect(await code(oboParams(e), { tenant: 'nowhere.example' })).to.deep.equal([400, 'invalid_request', 90002]);
       expect(await code(oboParams(e, { scope: undefined }))).to.deep.equal([400, 'invalid_request', 900144]);
-      expect(await code(oboParams(e, { grant_type: 'client_credentials' }))).to.deep.equal([400, 'unsupported_grant_type', 70003]);
+      // An unknown grant (client_credentials is emulated since the client-credentials grant was added).
+      expect(await code(oboParams(e, { grant_type: 'urn:example:no-such-grant' }))).to.deep.equal([400, 'unsupported_grant_type', 70003]);
       expect(await code(oboParams(e, { client_id: '11111111-2222-3333-4444-555555555555' }))).to.deep.equal([400, 'unauthorized_client', 700016]);
       expect(await code(oboParams(e, { client_secret: undefined }))).to.deep.equal([401, 'invalid_client', 7000218]);
       expect(await code(oboParams(e, { scope: `${GRAPH_USER_READ} api://other/x` }))).to.deep.equal([400, 'invalid_scope', 700022]);

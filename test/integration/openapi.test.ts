@@ -6,9 +6,8 @@ import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
 import Koa from 'koa';
-import { startEmulator, type Emulator } from '../emulator/index.js';
+import { useEmulator, useService } from '../support/fixtures.js';
 import { contractGuard, loadContract, VIOLATION_HEADER } from '../support/openapi-contract.js';
-import { startService, type TestService } from '../support/service.js';
 
 const run = promisify(execFile);
 const CHROMIUM = '/usr/bin/chromium';
@@ -88,16 +87,7 @@ describe('the OpenAPI contract (openapi/openapi.yaml)', () => {
   });
 
   describe('served by the service', () => {
-    let emulator: Emulator;
-    let api: TestService;
-    before(async () => {
-      emulator = await startEmulator();
-      api = await startService(emulator);
-    });
-    after(async () => {
-      await api?.close();
-      await emulator?.close();
-    });
+    const api = useService(useEmulator());
 
     it('fails a supertest request whose response breaks the contract', async () => {
       api.service.router.get('/undocumented-for-this-test', (ctx) => {

@@ -6,14 +6,14 @@ import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trac
 import { expect } from 'chai';
 import { Registry } from 'prom-client';
 import { ConfigError, loadConfig, type Environment } from '../../api/config/load-config.js';
-import { startEmulator, type Emulator } from '../emulator/index.js';
+import { useEmulator, useRecordingProxy, useRedis, useServices } from '../support/fixtures.js';
 import { sample } from '../support/metrics.js';
-import { startRecordingProxy, type RecordingProxy } from '../support/recording-proxy.js';
-import { startRedis, type RedisServer } from '../support/redis.js';
-import { startService, type TestService } from '../support/service.js';
+import type { RedisServer } from '../support/redis.js';
+import type { TestService } from '../support/service.js';
+import { bearer } from '../support/tokens.js';
+import { until } from '../support/wait.js';
 import { parseChallenge } from '../support/www-authenticate.js';
 
-const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 const TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736';
 const CALLER_SPAN_ID = '00f067aa0ba902b7';
 const TRACEPARENT = `00-${TRACE_ID}-${CALLER_SPAN_ID}-01`;
@@ -33,24 +33,13 @@ function requestLines(api: TestService): LogLine[] {
 }
 
 describe('production readiness', () => {
-  let emulator: Emulator;
-  const started: TestService[] = [];
-  async function service(env: Environment = {}, deps: Parameters<typeof startService>[2] = {}): Promise<TestService> {
-    const api = await startService(emulator, env, deps);
-    started.push(api);
-    return api;
-  }
-
-  before(async () => {
-    emulator = await startEmulator();
-  });
-  afterEach(async () => {
-    await Promise.all(started.splice(0).map((api) => api.close()));
+  const emulator = useEmulator();
+  // Each test starts the services it needs, with its own settings; they are closed after it.
+  const services = useServices(emulator);
+  const service = (env: Environment = {}, deps: Parameters<typeof services.start>[1] = {}) => services.start(env, deps);
+  afterEach(() => {
     emulator.faults.clear();
     emulator.reset();
-  });
-  after(async () => {
-    await emulator?.close();
   });
 
   describe('request logs', () => {
@@ -140,11 +129,7 @@ describe('production readiness', () => {
     });
 
     describe('trace context with tracing off', () => {
-      let proxy: RecordingProxy;
-      beforeEach(async () => {
-        proxy = await startRecordingProxy(emulator.graphBaseUrl);
-      });
-      afterEach(() => proxy.close());
+      const proxy = useRecordingProxy(() => emulator.graphBaseUrl, { each: true });
 
       it('passes a valid traceparent and tracestate to Graph unchanged, and logs the trace id', async () => {
         const api = await service({ GRAPH_BASE_URL: proxy.url, LOG_LEVEL: 'info' });
@@ -223,11 +208,7 @@ describe('production readiness', () => {
   });
 
   describe('tracing', () => {
-    let proxy: RecordingProxy;
-    beforeEach(async () => {
-      proxy = await startRecordingProxy(emulator.graphBaseUrl);
-    });
-    afterEach(() => proxy.close());
+    const proxy = useRecordingProxy(() => emulator.graphBaseUrl, { each: true });
 
     function byName(spans: ReadableSpan[], name: string): ReadableSpan {
       const found = spans.filter((span) => span.name === name);
@@ -239,7 +220,7 @@ describe('production readiness', () => {
 
     it('records validation, cache lookup, exchange and Graph call spans under the request span, continuing the caller’s trace', async () => {
       const exporter = new InMemorySpanExporter();
-      const api = await service({ GRAPH_BASE_URL: proxy.url }, { traceExporter: exporter });
+      const api = await service({ GRAPH_BASE_URL: proxy.url, OTEL_TRACES_SAMPLER: 'parentbased_always_on' }, { traceExporter: exporter });
       const token = emulator.mint({ user: 'alice' });
       await api.request.get('/api/me').set(bearer(token)).set('traceparent', TRACEPARENT).expect(200);
 
@@ -286,9 +267,9 @@ describe('production readiness', () => {
       await once(collector, 'listening');
       try {
         const endpoint = `http://127.0.0.1:${(collector.address() as AddressInfo).port}`;
-        const api = await startService(emulator, { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_SERVICE_NAME: 'obo-under-test' });
+        const api = await service({ OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_SERVICE_NAME: 'obo-under-test', OTEL_TRACES_SAMPLER: 'always_on' });
         await api.request.get('/api/me').set(bearer(emulator.mint())).set('traceparent', TRACEPARENT).expect(200);
-        await api.close();
+        await services.close(api); // flushes the exporter
         expect(received.map((request) => request.path)).to.include('/v1/traces');
         const exported = received.map((request) => request.body).join('\n');
         expect(exported).to.include('obo-under-test');
@@ -301,7 +282,7 @@ describe('production readiness', () => {
 
     it('marks a failed exchange and a refused token on their spans with the stable error code', async () => {
       const exporter = new InMemorySpanExporter();
-      const api = await service({}, { traceExporter: exporter });
+      const api = await service({ OTEL_TRACES_SAMPLER: 'always_on' }, { traceExporter: exporter });
       emulator.setUser('alice', { mfaRequired: true });
       await api.request.get('/api/me').set(bearer(emulator.mint({ user: 'alice' }))).expect(401);
       await api.request.get('/api/me').set(bearer(emulator.mint({ aud: 'api://someone-else' }))).expect(401);
@@ -454,11 +435,7 @@ describe('production readiness', () => {
     });
 
     describe('with Redis', () => {
-      let redis: RedisServer;
-      before(async () => {
-        redis = await startRedis();
-      });
-      after(() => redis?.stop());
+      const redis = useRedis();
 
       it('shares the counts between instances', async () => {
         const env = {
@@ -501,7 +478,7 @@ describe('production readiness', () => {
       expect(config.http).to.deep.equal({ corsAllowedOrigins: [], requestBodyMaxBytes: 1024 * 1024, trustProxyHops: 0 });
       expect(config.rateLimit).to.deep.equal({ perUser: 0, perIp: 0 });
       expect(loadConfig({ ...base, RATE_LIMIT_PER_MINUTE: '120' }).rateLimit).to.deep.equal({ perUser: 120, perIp: 120 });
-      expect(config.observability).to.deep.equal({ logUserIds: false, serviceName: 'obo-middle-tier' });
+      expect(config.observability).to.deep.equal({ logUserIds: false, serviceName: 'obo-middle-tier', sampler: { name: 'traceidratio', ratio: 0.1 } });
       expect(config.shutdownTimeoutMs).to.equal(10_000);
     });
 
@@ -517,6 +494,8 @@ describe('production readiness', () => {
         METRICS_TOKEN: 'a-long-enough-metrics-token',
         OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/',
         OTEL_SERVICE_NAME: 'obo-eu',
+        OTEL_TRACES_SAMPLER: 'ParentBased_TraceIdRatio',
+        OTEL_TRACES_SAMPLER_ARG: '0.25',
         SHUTDOWN_TIMEOUT_MS: '25000',
       });
       expect(config.http).to.deep.equal({ corsAllowedOrigins: ['https://a.example.com', 'http://localhost:5173'], requestBodyMaxBytes: 2048, trustProxyHops: 2 });
@@ -526,6 +505,7 @@ describe('production readiness', () => {
         metricsToken: 'a-long-enough-metrics-token',
         otlpEndpoint: 'http://collector:4318',
         serviceName: 'obo-eu',
+        sampler: { name: 'parentbased_traceidratio', ratio: 0.25 },
       });
       expect(config.shutdownTimeoutMs).to.equal(25_000);
     });
@@ -576,10 +556,8 @@ function chunkedPost(baseUrl: string, path: string, body: string): Promise<{ sta
 /** Waits until `count` connections named `name` are up (until then the limiters count in memory). */
 async function waitForRedisConnections(redis: RedisServer, name: string, count: number): Promise<void> {
   const client = redis.client();
-  for (let attempt = 0; attempt < 200; attempt++) {
+  await until(`${count} Redis connections named ${name}`, async () => {
     const list = String(await client.client('LIST'));
-    if (list.split('\n').filter((line) => line.includes(` name=${name} `)).length >= count) return;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  throw new Error(`fewer than ${count} Redis connections named ${name}`);
+    return list.split('\n').filter((line) => line.includes(` name=${name} `)).length >= count;
+  }, 4_000);
 }

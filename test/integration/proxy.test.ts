@@ -3,12 +3,13 @@ import { createHash } from 'node:crypto';
 import { createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
-import { startEmulator, type Emulator } from '../emulator/index.js';
 import { makePhoto } from '../emulator/graph-resources.js';
-import { startService, type TestService } from '../support/service.js';
+import { useEmulator, useService, useServices } from '../support/fixtures.js';
+import type { TestService } from '../support/service.js';
+import { bearer } from '../support/tokens.js';
+import { sleep, until } from '../support/wait.js';
 
 type Json = Record<string, unknown>;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 interface RawAnswer {
   status: number;
@@ -37,8 +38,7 @@ function local(link: string, api: TestService): string {
 }
 
 describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', () => {
-  let emulator: Emulator;
-  let api: TestService;
+  const emulator = useEmulator();
   /** A downstream that is not Graph: streams slowly, redirects, sends cookies (DOWNSTREAM_APIS "files"). */
   let files: Server;
   let filesBase: string;
@@ -46,7 +46,6 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
   let filesRequests: { path: string; headers: IncomingHttpHeaders; closedEarly: boolean }[] = [];
 
   before(async () => {
-    emulator = await startEmulator();
     files = createServer((req, res) => {
       const record = { path: req.url ?? '', headers: req.headers, closedEarly: false };
       filesRequests.push(record);
@@ -71,31 +70,31 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
     files.listen(0, '127.0.0.1');
     await once(files, 'listening');
     filesBase = `http://127.0.0.1:${(files.address() as AddressInfo).port}`;
-    api = await startService(emulator, {
-      DOWNSTREAM_APIS: JSON.stringify({
-        graphUser: { baseUrl: emulator.graphBaseUrl, scopes: ['https://graph.microsoft.com/User.Read'], allowedPaths: ['/v1.0/me'] },
-        files: { baseUrl: `${filesBase}/files`, scopes: ['https://graph.microsoft.com/User.Read'], allowedPaths: ['/**'] },
-      }),
-    });
   });
-  after(async () => {
+  const api = useService(emulator, () => ({
+    DOWNSTREAM_APIS: JSON.stringify({
+      graphUser: { baseUrl: emulator.graphBaseUrl, scopes: ['https://graph.microsoft.com/User.Read'], allowedPaths: ['/v1.0/me'] },
+      files: { baseUrl: `${filesBase}/files`, scopes: ['https://graph.microsoft.com/User.Read'], allowedPaths: ['/**'] },
+    }),
+  }));
+  const services = useServices(emulator);
+  after(() => {
     releaseBody?.();
-    await api?.close();
     files?.closeAllConnections();
     files?.close();
-    await emulator?.close();
   });
   beforeEach(() => {
     emulator.reset();
     filesRequests = [];
   });
 
-  const bearer = (token = emulator.mint()) => ({ authorization: `Bearer ${token}` });
+  /** The Authorization header of a caller (alice, with a fresh token unless given one). */
+  const caller = (token = emulator.mint()) => bearer(token);
   const graphRequests = () => emulator.requests().filter((entry) => entry.server === 'graph');
 
   describe('paging', () => {
     it('pages through /v1.0/me/messages by following rewritten @odata.nextLinks, with one exchange', async () => {
-      const headers = bearer();
+      const headers = caller();
       const pages: number[] = [];
       const ids = new Set<string>();
       let next: string | undefined = '/api/graph/v1.0/me/messages';
@@ -117,7 +116,7 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
     });
 
     it('keeps the query of the link ($top) and pages /v1.0/me/memberOf', async () => {
-      const headers = bearer();
+      const headers = caller();
       const pages: number[] = [];
       let next: string | undefined = '/api/graph/v1.0/me/memberOf?$top=3';
       while (next) {
@@ -130,23 +129,24 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
       expect(pages).to.deep.equal([3, 3, 2]);
     });
 
+    // docs/bad-input-checklist.md #59
     it('a next-page link pointing off the Graph host is never followed: 502', async () => {
       emulator.faults.injectGraph({ path: '/v1.0/me/messages', nextLink: 'https://evil.example/v1.0/me/messages?$skiptoken=x' });
-      const response = await api.request.get('/api/graph/v1.0/me/messages').set(bearer()).expect(502);
+      const response = await api.request.get('/api/graph/v1.0/me/messages').set(caller()).expect(502);
       expect(response.body).to.deep.include({ error: 'bad_gateway' });
       expect(JSON.stringify(response.body)).not.to.include('evil.example');
       expect(graphRequests().map((entry) => entry.path)).to.deep.equal(['/v1.0/me/messages']);
     });
 
     it('rewrites links of a named downstream under its own prefix, and a path prefix in its baseUrl', async () => {
-      const response = await api.request.get('/api/downstream/files/page').set(bearer()).expect(200);
+      const response = await api.request.get('/api/downstream/files/page').set(caller()).expect(200);
       expect(response.body).to.deep.equal({ value: [1, 2], '@odata.nextLink': `${api.baseUrl}/api/downstream/files/page?$skiptoken=2` });
       expect(filesRequests.map((entry) => entry.path)).to.deep.equal(['/files/page']);
     });
   });
 
   describe('$batch', () => {
-    const post = (requests: unknown[], headers = bearer()) =>
+    const post = (requests: unknown[], headers = caller()) =>
       api.request.post('/api/graph/v1.0/$batch').set(headers).set('content-type', 'application/json').send({ requests });
 
     it('forwards a batch: per-request statuses, 424 from dependsOn, a per-item 429, links rewritten inside', async () => {
@@ -168,6 +168,7 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
       expect(emulator.counters.graph, 'a POST is not retried').to.equal(1);
     });
 
+    // docs/bad-input-checklist.md #60
     it('more than 20 requests: 400 before Entra ID or Graph is called', async () => {
       const requests = Array.from({ length: 21 }, (_, i) => ({ id: String(i + 1), method: 'GET', url: '/me' }));
       const response = await post(requests).expect(400);
@@ -194,7 +195,7 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
         const response = await post(requests).expect(status);
         expect(response.body.error, JSON.stringify(requests)).to.equal(error);
       }
-      await api.request.get('/api/graph/v1.0/$batch').set(bearer()).expect(405);
+      await api.request.get('/api/graph/v1.0/$batch').set(caller()).expect(405);
       expect(emulator.counters.token).to.equal(0);
       expect(emulator.counters.graph).to.equal(0);
     });
@@ -203,16 +204,17 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
   describe("Graph's answers, passed through", () => {
     it("403 and 404 keep Graph's status and error body", async () => {
       emulator.setUser('bob', { consentedScopes: ['User.Read'] });
-      const denied = await api.request.get('/api/graph/v1.0/me/messages').set(bearer(emulator.mint({ user: 'bob' }))).expect(403);
+      const denied = await api.request.get('/api/graph/v1.0/me/messages').set(caller(emulator.mint({ user: 'bob' }))).expect(403);
       expect(denied.body.error.code).to.equal('ErrorAccessDenied');
       expect(denied.headers['request-id']).to.be.a('string');
-      const missing = await api.request.get('/api/graph/v1.0/me/messages/AAMkNoSuchMessage').set(bearer()).expect(404);
+      const missing = await api.request.get('/api/graph/v1.0/me/messages/AAMkNoSuchMessage').set(caller()).expect(404);
       expect(missing.body.error.code).to.equal('ErrorItemNotFound');
       expect(missing.body.error.innerError).to.include.keys('request-id', 'client-request-id');
     });
 
+    // docs/bad-input-checklist.md #58 (this test and the next two)
     it('429 with a fractional Retry-After is retried after waiting; a persistent 429 comes back with its Retry-After', async () => {
-      const headers = bearer();
+      const headers = caller();
       emulator.faults.injectGraph({ path: '/v1.0/me', status: 429, retryAfter: 0.25 });
       const started = Date.now();
       await api.request.get('/api/graph/v1.0/me').set(headers).expect(200);
@@ -229,7 +231,7 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
     });
 
     it('a Retry-After beyond the wait budget, or none at all, goes straight to the caller', async () => {
-      const headers = bearer();
+      const headers = caller();
       emulator.faults.injectGraph({ path: '/v1.0/me', status: 429, retryAfter: 30, times: 'always' });
       const started = Date.now();
       const late = await api.request.get('/api/graph/v1.0/me').set(headers).expect(429);
@@ -243,7 +245,7 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
     });
 
     it('503 with Retry-After (also as an HTTP date) is retried; /api/me uses the same client', async () => {
-      const headers = bearer();
+      const headers = caller();
       emulator.faults.injectGraph({ path: '/v1.0/me', status: 503, retryAfter: 0.05, times: 2 });
       await api.request.get('/api/graph/v1.0/me').set(headers).expect(200);
       expect(emulator.counters.graph).to.equal(3);
@@ -261,7 +263,7 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
 
     it('a CAE claims challenge from Graph: exchanged again with the claims, then answered', async () => {
       const claims = '{"access_token":{"nbf":{"essential":true,"value":"1700000000"}}}';
-      const headers = bearer();
+      const headers = caller();
       await api.request.get('/api/graph/v1.0/me/messages?$top=1').set(headers).expect(200);
       emulator.faults.injectGraph({ path: '/v1.0/me/messages', caeClaims: claims });
       await api.request.get('/api/graph/v1.0/me/messages?$top=1').set(headers).expect(200);
@@ -271,7 +273,7 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
     });
 
     it('streams a large body: the ~2 MiB photo arrives intact with its length', async () => {
-      const response = await raw(api.baseUrl, '/api/graph/v1.0/me/photo/$value', bearer());
+      const response = await raw(api.baseUrl, '/api/graph/v1.0/me/photo/$value', caller());
       expect(response.status).to.equal(200);
       expect(response.headers['content-type']).to.equal('image/jpeg');
       expect(response.headers['content-length']).to.equal(String(2 * 1024 * 1024));
@@ -282,7 +284,7 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
     it('streams: the first bytes reach the caller while the downstream is still sending', async () => {
       const { hostname, port } = new URL(api.baseUrl);
       const firstChunk = await new Promise<{ status: number; length: string | undefined; bytes: number; rest: Promise<number> }>((resolve, reject) => {
-        const req = httpRequest({ hostname, port, path: '/api/downstream/files/slow', headers: bearer() }, (res) => {
+        const req = httpRequest({ hostname, port, path: '/api/downstream/files/slow', headers: caller() }, (res) => {
           let received = 0;
           const rest = new Promise<number>((done) => res.on('end', () => done(received)));
           res.on('data', (chunk: Buffer) => {
@@ -303,28 +305,28 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
     it('a caller that goes away cancels the upstream request', async () => {
       emulator.faults.injectGraph({ path: '/v1.0/me/messages', delayMs: 1500 });
       const { hostname, port } = new URL(api.baseUrl);
-      const req = httpRequest({ hostname, port, path: '/api/graph/v1.0/me/messages', headers: bearer() });
+      const req = httpRequest({ hostname, port, path: '/api/graph/v1.0/me/messages', headers: caller() });
       req.on('error', () => undefined);
       req.end();
       await sleep(300);
       req.destroy();
-      for (let i = 0; i < 40 && !graphRequests().some((entry) => entry.path === '/v1.0/me/messages'); i++) await sleep(25);
+      await until('the emulator to see the call end', () => graphRequests().some((entry) => entry.path === '/v1.0/me/messages'), 1_000, 25);
       const upstream = graphRequests().find((entry) => entry.path === '/v1.0/me/messages');
       expect(upstream, 'the emulator saw the call end').to.not.equal(undefined);
       expect(upstream?.status, 'closed before Graph answered').to.equal(0);
       expect(upstream?.durationMs).to.be.below(1400);
       const logged = () => api.logs.some((line) => line.includes('"path":"/api/graph/v1.0/me/messages"') && line.includes('"status":499'));
-      for (let i = 0; i < 40 && !logged(); i++) await sleep(25);
+      await until('the 499 log line', logged, 1_000, 25);
       expect(logged(), 'logged as 499 (client closed request)').to.equal(true);
     });
 
     it('does not follow redirects; a Location on Graph points back through this API', async () => {
       emulator.faults.injectGraph({ path: '/v1.0/me/photo', status: 302, headers: { Location: `${emulator.graphBaseUrl}/v1.0/me/photo/$value?size=small` } });
-      const local302 = await raw(api.baseUrl, '/api/graph/v1.0/me/photo', bearer());
+      const local302 = await raw(api.baseUrl, '/api/graph/v1.0/me/photo', caller());
       expect(local302.status).to.equal(302);
       expect(local302.headers.location).to.equal(`${api.baseUrl}/api/graph/v1.0/me/photo/$value?size=small`);
       emulator.faults.injectGraph({ path: '/v1.0/me/photo', status: 302, headers: { Location: 'https://evil.example/photo' } });
-      const remote302 = await raw(api.baseUrl, '/api/graph/v1.0/me/photo', bearer());
+      const remote302 = await raw(api.baseUrl, '/api/graph/v1.0/me/photo', caller());
       expect(remote302.status).to.equal(302);
       expect(remote302.headers.location).to.equal('https://evil.example/photo');
       expect(graphRequests().map((entry) => entry.path)).to.deep.equal(['/v1.0/me/photo', '/v1.0/me/photo']);
@@ -332,16 +334,12 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
   });
 
   describe('timeouts', () => {
-    let impatient: TestService;
-    before(async () => {
-      impatient = await startService(emulator, { GRAPH_TIMEOUT_MS: '300' });
-    });
-    after(() => impatient?.close());
+    const impatient = useService(emulator, { GRAPH_TIMEOUT_MS: '300' });
 
     it('a Graph that answers later than GRAPH_TIMEOUT_MS: 504 in about that time', async () => {
       emulator.faults.injectGraph({ path: '/v1.0/me', delayMs: 2000 });
       const started = Date.now();
-      const response = await impatient.request.get('/api/graph/v1.0/me').set(bearer()).expect(504);
+      const response = await impatient.request.get('/api/graph/v1.0/me').set(caller()).expect(504);
       expect(Date.now() - started).to.be.within(250, 1500);
       expect(response.body.error).to.equal('gateway_timeout');
     });
@@ -369,7 +367,7 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
         '/api/graph/v1.0/me/%E0%A4%A',
         '/api/downstream/files/..%2f..%2fetc/passwd',
       ];
-      const headers = bearer();
+      const headers = caller();
       for (const path of attempts) {
         const response = await raw(api.baseUrl, path, headers);
         expect(response.status, path).to.equal(400);
@@ -381,7 +379,7 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
     });
 
     it('refuses paths off the allow-list with 403 and no exchange; allow-listed ones pass', async () => {
-      const headers = bearer();
+      const headers = caller();
       for (const path of ['/api/graph/v1.0/users', `/api/graph/v1.0/users/${emulator.users.bob.oid}`, '/api/graph/beta/users', '/api/graph/v1.0', '/api/graph/', '/api/graph/v1.0/meeting']) {
         const response = await api.request.get(path).set(headers).expect(403);
         expect(response.body.error, path).to.equal('forbidden');
@@ -394,28 +392,24 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
     });
 
     it('refuses other methods with 405 and Allow, before any exchange; GRAPH_ALLOWED_METHODS widens that', async () => {
-      const headers = bearer();
+      const headers = caller();
       const refused = await api.request.delete('/api/graph/v1.0/me').set(headers).expect(405);
       expect(refused.headers['allow']).to.equal('GET');
       expect(refused.body.error).to.equal('method_not_allowed');
       await api.request.post('/api/graph/v1.0/me/messages').set(headers).send({ subject: 'x' }).expect(405);
       expect(emulator.counters.token).to.equal(0);
 
-      const writer = await startService(emulator, { GRAPH_ALLOWED_METHODS: 'GET,POST' });
-      try {
-        // Forwarded: Graph's own 405 for a POST to /me comes back in Graph's shape.
-        const graphSays = await writer.request.post('/api/graph/v1.0/me').set(headers).send({ displayName: 'x' }).expect(405);
-        expect(graphSays.body.error.code).to.equal('Request_BadRequest');
-        expect(graphRequests().at(-1)).to.deep.include({ method: 'POST', path: '/v1.0/me' });
-      } finally {
-        await writer.close();
-      }
+      const writer = await services.start({ GRAPH_ALLOWED_METHODS: 'GET,POST' });
+      // Forwarded: Graph's own 405 for a POST to /me comes back in Graph's shape.
+      const graphSays = await writer.request.post('/api/graph/v1.0/me').set(headers).send({ displayName: 'x' }).expect(405);
+      expect(graphSays.body.error.code).to.equal('Request_BadRequest');
+      expect(graphRequests().at(-1)).to.deep.include({ method: 'POST', path: '/v1.0/me' });
     });
 
     it("caller → Graph: reserved and hop-by-hop headers stay here; the caller's client-request-id goes on", async () => {
       await api.request
         .get('/api/graph/v1.0/me/messages?$top=1')
-        .set(bearer())
+        .set(caller())
         .set('cookie', 'session=caller-cookie')
         .set('x-forwarded-for', '203.0.113.9')
         .set('proxy-authorization', 'Basic c2VjcmV0')
@@ -436,7 +430,7 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
       // Graph accepted the Authorization: it was our Graph token, not the caller's token for this API.
       expect(emulator.counters.token).to.equal(1);
 
-      const ours = await api.request.get('/api/graph/v1.0/me').set(bearer()).expect(200);
+      const ours = await api.request.get('/api/graph/v1.0/me').set(caller()).expect(200);
       expect(graphRequests().at(-1)?.clientRequestId, 'without one, our request id').to.equal(ours.headers['x-request-id']);
       expect(ours.headers['client-request-id']).to.equal(ours.headers['x-request-id']);
     });
@@ -446,21 +440,21 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
         path: '/v1.0/me',
         headers: { 'Set-Cookie': 'graph-session=secret; Secure', 'X-Hop': 'x', Connection: 'X-Hop', 'X-Ms-Throttle-Limit-Percentage': '0.8' },
       });
-      const response = await api.request.get('/api/graph/v1.0/me').set(bearer()).expect(200);
+      const response = await api.request.get('/api/graph/v1.0/me').set(caller()).expect(200);
       expect(response.headers).not.to.have.property('set-cookie');
       expect(response.headers).not.to.have.property('x-hop');
       expect(response.headers['request-id']).to.equal(graphRequests().at(-1)?.requestId);
       expect(response.headers['client-request-id']).to.be.a('string');
       expect(response.headers['x-ms-throttle-limit-percentage']).to.equal('0.8');
       expect(response.headers['odata-version']).to.equal('4.0');
-      const fromFiles = await api.request.get('/api/downstream/files/page').set(bearer()).expect(200);
+      const fromFiles = await api.request.get('/api/downstream/files/page').set(caller()).expect(200);
       expect(fromFiles.headers).not.to.have.property('set-cookie');
     });
   });
 
   describe('DOWNSTREAM_APIS', () => {
     it('a named downstream has its own scopes, token cache partition and allow-list', async () => {
-      const headers = bearer();
+      const headers = caller();
       await api.request.get('/api/downstream/graphUser/v1.0/me').set(headers).expect(200);
       expect(emulator.counters.token).to.equal(1);
       const scope = emulator.requests().find((entry) => entry.server === 'entra' && entry.path.endsWith('/token'))?.scope ?? '';
@@ -479,7 +473,7 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
     });
 
     it('passes a downstream 404 through and never sends the caller a Graph token', async () => {
-      const response = await api.request.get('/api/downstream/files/nothing-here').set(bearer()).expect(404);
+      const response = await api.request.get('/api/downstream/files/nothing-here').set(caller()).expect(404);
       expect(response.body.error.code).to.equal('NotFound');
       expect(filesRequests[0]?.headers.authorization).to.match(/^Bearer /);
       expect(JSON.stringify(response.body)).not.to.include(String(filesRequests[0]?.headers.authorization).slice(7, 40));

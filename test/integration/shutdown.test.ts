@@ -5,9 +5,10 @@ import { createInterface } from 'node:readline';
 import { expect } from 'chai';
 import { Agent, request } from 'undici';
 import type { Environment } from '../../api/config/load-config.js';
-import { startEmulator, type Emulator } from '../emulator/index.js';
-import { startRedis, type RedisServer } from '../support/redis.js';
+import type { Emulator } from '../emulator/index.js';
+import { useEmulator, useRedis } from '../support/fixtures.js';
 import { emulatorEnvironment } from '../support/service.js';
+import { until } from '../support/wait.js';
 
 interface EntryPoint {
   child: ChildProcess;
@@ -57,24 +58,13 @@ async function startEntryPoint(emulator: Emulator, env: Environment): Promise<En
   return { child, baseUrl: `http://127.0.0.1:${String(port)}`, logs, exited, waitForLog };
 }
 
-async function waitUntil(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
 describe('graceful shutdown of the real entry point (SIGTERM)', function () {
   this.timeout(60_000);
-  let emulator: Emulator;
-  let redis: RedisServer;
+  const emulator = useEmulator();
+  const redis = useRedis();
   let client: Agent;
   let entry: EntryPoint | undefined;
 
-  before(async () => {
-    [emulator, redis] = await Promise.all([startEmulator(), startRedis()]);
-  });
   beforeEach(() => {
     // Keep-alive connections, as a load balancer holds them: the service must close them itself.
     client = new Agent({ keepAliveTimeout: 60_000, connections: 64 });
@@ -85,9 +75,6 @@ describe('graceful shutdown of the real entry point (SIGTERM)', function () {
     if (entry && entry.child.exitCode === null && entry.child.signalCode === null) entry.child.kill('SIGKILL');
     entry = undefined;
     await client.destroy();
-  });
-  after(async () => {
-    await Promise.all([emulator?.close(), redis?.stop()]);
   });
 
   it('finishes every request in flight, refuses new connections, closes Redis and the pools, and exits 0', async () => {
@@ -109,7 +96,7 @@ describe('graceful shutdown of the real entry point (SIGTERM)', function () {
       return { status: response.statusCode, body: (await response.body.json()) as { id?: string } };
     });
     const settled = Promise.allSettled(calls);
-    await waitUntil(() => emulator.counters.graph >= inFlight, 'every call to reach Graph');
+    await until('every call to reach Graph', () => emulator.counters.graph >= inFlight, 10_000, 10);
 
     const signalledAt = Date.now();
     entry.child.kill('SIGTERM');
@@ -145,7 +132,7 @@ describe('graceful shutdown of the real entry point (SIGTERM)', function () {
       async (response) => `answered ${response.statusCode}: ${await response.body.text()}`,
       () => 'cut off',
     );
-    await waitUntil(() => emulator.counters.graph >= 1, 'the call to reach Graph');
+    await until('the call to reach Graph', () => emulator.counters.graph >= 1, 10_000, 10);
     const signalledAt = Date.now();
     entry.child.kill('SIGTERM');
     const { code } = await entry.exited;

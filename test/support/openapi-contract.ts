@@ -12,7 +12,7 @@ import { loadOpenApiDocument } from '../../api/routes/openapi.js';
  * the root `x-unmatched-responses`), its required headers present, its content type listed, and
  * a JSON body valid against that content's schema (ajv, JSON Schema 2020-12 as OpenAPI 3.1 says).
  */
-export interface ContractResponse {
+interface ContractResponse {
   method: string;
   /** As requested, percent-encoding kept, no query. */
   path: string;

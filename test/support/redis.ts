@@ -65,7 +65,7 @@ export async function freePort(): Promise<number> {
 }
 
 /** Sends PING over a raw socket; true on +PONG or an auth error (the server is up either way). */
-export function ping(port: number, host = '127.0.0.1', timeoutMs = 500): Promise<boolean> {
+function ping(port: number, host = '127.0.0.1', timeoutMs = 500): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = new Socket();
     let answer = '';

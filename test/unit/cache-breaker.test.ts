@@ -5,7 +5,12 @@ import type { BreakerState } from '../../cache/index.js';
 describe('cache: circuit breaker', () => {
   let clock = 0;
   let transitions: string[] = [];
-  const make = () => new CircuitBreaker({ failureThreshold: 3, openMs: 1000 }, (from: BreakerState, to: BreakerState) => transitions.push(`${from}->${to}`), () => clock);
+  const make = () =>
+    new CircuitBreaker(
+      { failureThreshold: 3, openMs: 1000 },
+      (from: BreakerState, to: BreakerState) => transitions.push(`${from}->${to}`),
+      () => clock,
+    );
 
   beforeEach(() => {
     clock = 0;

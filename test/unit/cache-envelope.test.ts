@@ -94,7 +94,10 @@ describe('cache: envelope (AES-256-GCM)', () => {
 
   it('rotation: [new, old] opens values sealed with [old]; a reader without the kid does not', () => {
     const sealedOld = writer.seal(plaintext, l2Key);
-    const rotated = createEnvelope([{ id: 'k2', key: k2 }, { id: 'k1', key: k1 }]);
+    const rotated = createEnvelope([
+      { id: 'k2', key: k2 },
+      { id: 'k1', key: k1 },
+    ]);
     expect(rotated.open(sealedOld, l2Key)).to.equal(plaintext);
     const sealedNew = rotated.seal(plaintext, l2Key);
     expect(sealedNew.subarray(2, 4).toString()).to.equal('k2');

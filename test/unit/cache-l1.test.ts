@@ -120,9 +120,9 @@ describe('cache: L1 only', () => {
   it('a failed refresh is swallowed and logged without content; the old entry keeps being served', async () => {
     await cache.getOrCreate('secret-key-123456', creator(60_000, { refreshAt: clock + 1 }));
     clock += 10;
-    const failing = async (): Promise<CacheEntry<Token>> => {
+    const failing = (): Promise<CacheEntry<Token>> => {
       creates++;
-      throw new Error('entra is down');
+      return Promise.reject(new Error('entra is down'));
     };
     const served = await cache.getOrCreate('secret-key-123456', failing);
     expect(served.entry.value.accessToken).to.equal('eyJtoken-1');
@@ -161,7 +161,7 @@ describe('cache: L1 only', () => {
     };
     const pending = cache.getOrCreate('k', slow);
     await tick();
-    await cache.getOrCreate('k', async () => ({ value: { accessToken: 'eyJnew' }, expiresAt: clock + 60_000 }), { forceRefresh: true });
+    await cache.getOrCreate('k', () => Promise.resolve({ value: { accessToken: 'eyJnew' }, expiresAt: clock + 60_000 }), { forceRefresh: true });
     release();
     expect((await pending).entry.value.accessToken).to.equal('eyJold');
     expect((await cache.getOrCreate('k', creator())).entry.value.accessToken).to.equal('eyJnew');
@@ -189,7 +189,7 @@ describe('cache: L1 only', () => {
     cache = make(20_000);
     const big = 'x'.repeat(1_000);
     for (let i = 0; i < 100; i++) {
-      await cache.getOrCreate(`key-${i}`, async () => ({ value: { accessToken: big }, expiresAt: clock + 60_000 }));
+      await cache.getOrCreate(`key-${i}`, () => Promise.resolve({ value: { accessToken: big }, expiresAt: clock + 60_000 }));
     }
     const bytes = await metric(registry, 'obo_cache_l1_bytes');
     const entries = await metric(registry, 'obo_cache_l1_entries');
@@ -214,10 +214,14 @@ describe('cache: L1 only', () => {
       const err = await cache.getOrCreate(key, creator()).catch((e: unknown) => e);
       expect(err).to.be.instanceOf(CacheKeyError).and.have.property('code', 'CACHE_KEY_INVALID');
     }
-    const bad = async () => ({ value: { accessToken: 'x' }, expiresAt: Number.NaN });
-    expect(await cache.getOrCreate('k', bad).catch((e: unknown) => e)).to.be.instanceOf(CacheEntryError).and.have.property('code', 'CACHE_ENTRY_INVALID');
+    const bad = () => Promise.resolve({ value: { accessToken: 'x' }, expiresAt: Number.NaN });
+    expect(await cache.getOrCreate('k', bad).catch((e: unknown) => e))
+      .to.be.instanceOf(CacheEntryError)
+      .and.have.property('code', 'CACHE_ENTRY_INVALID');
     await cache.close();
-    expect(await cache.getOrCreate('k', creator()).catch((e: unknown) => e)).to.be.instanceOf(CacheClosedError).and.have.property('code', 'CACHE_CLOSED');
+    expect(await cache.getOrCreate('k', creator()).catch((e: unknown) => e))
+      .to.be.instanceOf(CacheClosedError)
+      .and.have.property('code', 'CACHE_CLOSED');
   });
 
   it('reports L2 disabled, is ready at once, and says so once in the log', async () => {
@@ -251,6 +255,8 @@ describe('cache: L1 only', () => {
     expect((await globalRegistry.getMetricsAsJSON()).some((m) => m.name.startsWith('obo_cache_'))).to.equal(false);
     expect(await metric(registry, 'obo_cache_l2_breaker_state')).to.equal(-1);
     // A second cache on the same registry is refused rather than silently sharing counters.
-    expect(() => make()).to.throw().with.property('code', 'CACHE_CONFIG_INVALID');
+    expect(() => make())
+      .to.throw()
+      .with.property('code', 'CACHE_CONFIG_INVALID');
   });
 });

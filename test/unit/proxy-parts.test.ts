@@ -104,6 +104,7 @@ describe('proxy parts', () => {
       }
     });
 
+    // docs/bad-input-checklist.md #59
     it('a top-level next-page link that cannot be rewritten is a 502, even after the value', async () => {
       for (const text of ['{"@odata.nextLink":"https://evil.example/x","value":[]}', '{"value":[1,2,3],"@odata.nextLink":"https://evil.example/x"}', '{"@odata.nextLink":"not a url"}']) {
         const failure = await run(text, 4).then(
@@ -155,7 +156,7 @@ describe('proxy parts', () => {
   });
 
   describe('checkGraphBatch', () => {
-    const policy = { version: 'v1.0', allowed: compileAllowList(['/v1.0/me', '/v1.0/me/**']), allowedMethods: ['GET'] };
+    const policy = { version: 'v1.0', routePrefix: '/api/graph', allowed: compileAllowList(['/v1.0/me', '/v1.0/me/**']), allowedMethods: ['GET'] };
     const check = (body: unknown) => errorOf(() => checkGraphBatch(Buffer.from(typeof body === 'string' ? body : JSON.stringify(body)), policy));
     const item = (id: string, url = '/me', extra: Record<string, unknown> = {}) => ({ id, method: 'GET', url, ...extra });
 
@@ -164,6 +165,7 @@ describe('proxy parts', () => {
       expect(check({ requests: [item('a'), item('b', '/me/messages', { dependsOn: ['a'], headers: { ConsistencyLevel: 'eventual' } })] })).to.equal(undefined);
     });
 
+    // docs/bad-input-checklist.md #60 (more than 20 requests), among the rest
     it('refuses what Graph would refuse, and what our policy refuses', () => {
       const cases: [unknown, number, string][] = [
         ['{"requests":', 400, 'invalid_batch'],
