@@ -109,22 +109,26 @@ export function createApp(config: Config, deps: AppDependencies = {}): Service {
   // One credential source for every request to the token endpoint: it follows a rotated
   // certificate file and, during a rotation, which of the two configured credentials Entra takes.
   const credentials = createCredentialSource(config.credential, { logger, now });
+  // The API's own client-credentials grant; Redis's token and app-token downstreams each get one.
+  const appGrant = (extra: Pick<Parameters<typeof createClientCredentialsGrant>[0], 'registry' | 'throttle'> = {}) =>
+    createClientCredentialsGrant({
+      authorityHost: config.authorityHost,
+      clientId: config.clientId,
+      credential: credentials,
+      tenantId: config.tenant.id,
+      timeoutMs: config.exchangeTimeoutMs,
+      dispatcher,
+      logger,
+      now,
+      ...extra,
+    });
   const redis = config.cache.redis;
   // REDIS_AUTH=entra: every Redis connection authenticates with the API's own token for Redis
   // (its own grant, with this instance's Retry-After windows: the shared ones live in that Redis).
   const redisEntra =
     redis?.auth === 'entra'
       ? createRedisEntraCredentials(
-          createClientCredentialsGrant({
-            authorityHost: config.authorityHost,
-            clientId: config.clientId,
-            credential: credentials,
-            tenantId: config.tenant.id,
-            timeoutMs: config.exchangeTimeoutMs,
-            dispatcher,
-            logger,
-            now,
-          }),
+          appGrant(),
           { clientId: config.clientId, logger, now },
         )
       : undefined;
@@ -173,18 +177,7 @@ export function createApp(config: Config, deps: AppDependencies = {}): Service {
   }
   // The API's own tokens (`"token": "app"` downstreams): one per scope set for all callers, in the same cache.
   const appTokens = createAppTokens(
-    createClientCredentialsGrant({
-      authorityHost: config.authorityHost,
-      clientId: config.clientId,
-      credential: credentials,
-      tenantId: config.tenant.id,
-      timeoutMs: config.exchangeTimeoutMs,
-      dispatcher,
-      logger,
-      registry,
-      throttle,
-      now,
-    }),
+    appGrant({ registry, throttle }),
     { clientId: config.clientId, cache, logger, tracing, onTokenUse: (use) => tokenUsed('app', use), now },
   );
   const limiters = createRateLimiters(config, logger, redisEntra?.source);

@@ -1,8 +1,9 @@
 import { once } from 'node:events';
 import { createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http';
-import { connect, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import { startEmulator, type Emulator } from '../emulator/index.js';
+import { rawSocket } from '../support/raw-http.js';
 import { startService, type TestService } from '../support/service.js';
 import type { Context } from 'koa';
 import { FUTILE_REFRESH_WINDOW_MS } from '../../api/token/token-provider.js';
@@ -30,19 +31,6 @@ function raw(baseUrl: string, path: string, headers: Record<string, string> = {}
   });
 }
 
-/** Bytes on a socket, the whole answer back as text (for Host headers no HTTP client sends). */
-function rawSocket(baseUrl: string, bytes: string): Promise<{ status: number; body: string }> {
-  const url = new URL(baseUrl);
-  return new Promise((resolve, reject) => {
-    const socket = connect(Number(url.port), url.hostname, () => socket.end(bytes));
-    let text = '';
-    socket.on('data', (chunk: Buffer) => {
-      text += chunk.toString('latin1');
-    });
-    socket.on('error', reject);
-    socket.on('close', () => resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0), body: text.slice(text.indexOf('\r\n\r\n') + 4) }));
-  });
-}
 
 /** Issue 10, items 2, 3, 4, 6, 7 and 8, each reproduced against the assembled service. */
 describe('security review findings (issue 10)', () => {

@@ -20,8 +20,8 @@ export function rawRequest(baseUrl: string, path: string, headers: Record<string
   });
 }
 
-/** Writes bytes on a socket and returns the status line's code (for requests Node itself refuses). */
-export function rawSocketStatus(baseUrl: string, bytes: string): Promise<number> {
+/** Writes bytes on a socket and returns the answer's status and body (for requests no HTTP client sends). */
+export function rawSocket(baseUrl: string, bytes: string): Promise<{ status: number; body: string }> {
   const url = new URL(baseUrl);
   return new Promise((resolve, reject) => {
     const socket = connect(Number(url.port), url.hostname, () => socket.end(bytes));
@@ -30,6 +30,11 @@ export function rawSocketStatus(baseUrl: string, bytes: string): Promise<number>
       text += chunk.toString('latin1');
     });
     socket.on('error', reject);
-    socket.on('close', () => resolve(Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0)));
+    socket.on('close', () => resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0), body: text.slice(text.indexOf('\r\n\r\n') + 4) }));
   });
+}
+
+/** The status line's code only (for requests Node itself refuses). */
+export async function rawSocketStatus(baseUrl: string, bytes: string): Promise<number> {
+  return (await rawSocket(baseUrl, bytes)).status;
 }
