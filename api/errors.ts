@@ -19,7 +19,7 @@ export abstract class ApiError extends Error {
 type ChallengeParameters = Record<string, string>;
 
 /** `Bearer k="v", …` (RFC 6750 §3). Values are ours and never contain `"` or `\`. */
-export function bearerChallenge(parameters: ChallengeParameters): string {
+function bearerChallenge(parameters: ChallengeParameters): string {
   const list = Object.entries(parameters).map(([key, value]) => `${key}="${value}"`);
   return list.length === 0 ? 'Bearer' : `Bearer ${list.join(', ')}`;
 }

@@ -5,7 +5,7 @@ import type { EnvReader } from './env-reader.js';
  * `entra`, with a Microsoft Entra token of its own credential for https://redis.azure.com
  * (username = the token's `oid`), as Azure Cache for Redis and Azure Managed Redis accept.
  */
-export type RedisAuth = 'password' | 'entra';
+type RedisAuth = 'password' | 'entra';
 
 /** REDIS_URL as given (ioredis reads it), or a Redis Cluster; `auth` present only for `entra`. */
 export type RedisConfig = ({ url: string } | RedisClusterConfig) & { auth?: 'entra' };

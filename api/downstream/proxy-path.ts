@@ -11,7 +11,6 @@ export interface ProxyPath {
 }
 
 const SCHEME = /^[a-z][a-z0-9+.-]*:/i;
-const CONTROL = /[\u0000-\u001f\u007f]/;
 const STILL_ENCODED = /%[0-9a-f]{2}/i;
 
 /**
@@ -41,7 +40,16 @@ function decodeSegment(segment: string): string {
     throw new InvalidPathError('The path has a malformed percent-encoding.');
   }
   if (decoded === '.' || decoded === '..') throw new InvalidPathError('The path may not contain . or .. segments.');
-  if (CONTROL.test(decoded)) throw new InvalidPathError('The path may not contain control characters.');
+  if (hasControlCharacter(decoded)) throw new InvalidPathError('The path may not contain control characters.');
   if (STILL_ENCODED.test(decoded)) throw new InvalidPathError('The path may not be encoded twice.');
   return decoded;
+}
+
+/** C0 controls (U+0000–U+001F) and DEL (U+007F); compared by code so no raw control sits in a regex. */
+function hasControlCharacter(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code <= 0x1f || code === 0x7f) return true;
+  }
+  return false;
 }

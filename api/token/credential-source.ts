@@ -9,10 +9,10 @@ import type { TokenEndpointRecord } from './token-endpoint-client.js';
 export type ClientAuth = Pick<NodeAuthOptions, 'clientSecret' | 'clientCertificate' | 'clientAssertion'>;
 
 /** Which configured credential: AZURE_CLIENT_* or its *_NEXT twin. */
-export type CredentialSlot = 'current' | 'next';
+type CredentialSlot = 'current' | 'next';
 
 /** One credential to try on one request to the token endpoint. */
-export interface CredentialAttempt {
+interface CredentialAttempt {
   slot: CredentialSlot;
   kind: SingleCredential['kind'];
   auth: ClientAuth;

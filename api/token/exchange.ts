@@ -24,7 +24,7 @@ import { parseRetryAfter } from './retry-after.js';
 import { createLocalThrottleWindows, throttleKey, type ThrottleWindows } from './throttle-windows.js';
 import { createTokenEndpointClient, type TokenEndpointRecord } from './token-endpoint-client.js';
 
-export interface ExchangeRequest {
+interface ExchangeRequest {
   /** The caller's validated access token. */
   assertion: string;
   scopes: string[];
@@ -50,7 +50,7 @@ export type Exchange = (request: ExchangeRequest) => Promise<ExchangedToken>;
 export type ClientCredentialsGrant = (scopes: string[]) => Promise<ExchangedToken>;
 
 /** What both grants need: where the token endpoint is, and how to authenticate to it. */
-export interface TokenEndpointOptions {
+interface TokenEndpointOptions {
   authorityHost: string;
   clientId: string;
   /** The configured credential, or the app's one credential source (shared by every grant). */

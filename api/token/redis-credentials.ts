@@ -5,7 +5,7 @@ import { createAppTokens } from './app-tokens.js';
 import type { ClientCredentialsGrant } from './exchange.js';
 
 /** Azure Cache for Redis and Azure Managed Redis accept Entra tokens of this resource. */
-export const REDIS_SCOPE = 'https://redis.azure.com/.default';
+const REDIS_SCOPE = 'https://redis.azure.com/.default';
 
 export interface RedisEntraCredentials {
   /** What the Redis connections authenticate with (REDIS_AUTH=entra). */

@@ -103,7 +103,7 @@ export async function selfSignedCertificate(
   return new X509Certificate(generated.cert).raw;
 }
 
-export function splitPem(pem: string): { privateKeyPem: string | undefined; certificatePems: string[] } {
+function splitPem(pem: string): { privateKeyPem: string | undefined; certificatePems: string[] } {
   const keyMatch = /-----BEGIN (?:RSA )?PRIVATE KEY-----[\s\S]+?-----END (?:RSA )?PRIVATE KEY-----/.exec(pem);
   const certificatePems = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
   return { privateKeyPem: keyMatch?.[0], certificatePems };
@@ -211,7 +211,7 @@ async function withLock<T>(dir: string, work: () => Promise<T>): Promise<T> {
       if (!isErrnoCode(error, 'EEXIST')) throw error;
       const info = await stat(lockPath).catch(() => undefined);
       if (info && Date.now() - info.mtimeMs > 30_000) await rm(lockPath, { force: true });
-      if (Date.now() > deadline) throw new Error(`emulator: timed out waiting for ${lockPath}`);
+      if (Date.now() > deadline) throw new Error(`emulator: timed out waiting for ${lockPath}`, { cause: error });
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
   }

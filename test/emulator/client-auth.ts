@@ -6,7 +6,7 @@ import { decodeJwt, verifyRsa } from './jwt.js';
 import type { AppRegistration } from './seed.js';
 import { nowSeconds } from './tokens.js';
 
-export const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 const SKEW_SECONDS = 300;
 
 export type ClientAuthResult = { ok: true; appidacr: '1' | '2' } | { ok: false; error: EntraError };

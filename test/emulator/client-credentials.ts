@@ -10,7 +10,7 @@ import { nowSeconds } from './tokens.js';
 
 export const CLIENT_CREDENTIALS = 'client_credentials';
 /** Azure Cache for Redis / Azure Managed Redis: the resource of their Entra tokens. */
-export const REDIS_RESOURCE = 'https://redis.azure.com';
+const REDIS_RESOURCE = 'https://redis.azure.com';
 
 export type ClientCredentialsResult = { ok: true; body: Record<string, unknown> } | { ok: false; error: EntraError };
 

@@ -2,7 +2,7 @@
 // (JSON in, JSON out), for black-box runs and curl users.
 import { readBody, sendJson, type HttpContext } from './http.js';
 import { isJsonObject, type JsonObject } from './jwt.js';
-import type { Emulator, GraphFault, JwksFault, MintOptions, RawTokenParts, TokenFault, UserFlags, UserName } from './types.js';
+import type { Emulator, MintOptions, RawTokenParts, UserFlags, UserName } from './types.js';
 
 const USERS: UserName[] = ['alice', 'bob', 'carol'];
 
@@ -30,16 +30,16 @@ export function controlHandler(emulator: () => Emulator): (ctx: HttpContext) => 
         case 'POST /_emulator/mint/graph':
           return reply({ token: e.mintGraphToken({ user: user(body.user), ...optString(body, 'scp'), ...optNumber(body, 'lifetimeSeconds'), ...(Array.isArray(body.xms_cc) ? { xms_cc: body.xms_cc.map(String) } : {}) }) });
         case 'POST /_emulator/faults/token':
-          e.faults.injectToken(body as TokenFault);
+          e.faults.injectToken(body);
           return reply(e.faults.pending());
         case 'POST /_emulator/faults/jwks':
-          e.faults.injectJwks(body as JwksFault);
+          e.faults.injectJwks(body);
           return reply(e.faults.pending());
         case 'POST /_emulator/faults/openid-configuration':
-          e.faults.injectOpenidConfiguration(body as JwksFault);
+          e.faults.injectOpenidConfiguration(body);
           return reply(e.faults.pending());
         case 'POST /_emulator/faults/graph':
-          e.faults.injectGraph(body as GraphFault);
+          e.faults.injectGraph(body);
           return reply(e.faults.pending());
         case 'POST /_emulator/faults/jwks-down':
           e.faults.jwksDown(body.down !== false, body.mode === 'close' ? 'close' : 'status');
@@ -108,7 +108,7 @@ async function jsonBody(ctx: HttpContext): Promise<JsonObject> {
 function user(value: unknown): UserName {
   if (value === undefined) return 'alice';
   const found = USERS.find((u) => u === value);
-  if (!found) throw new BadInput(`unknown user '${String(value)}'`);
+  if (!found) throw new BadInput(`unknown user ${JSON.stringify(value)}`);
   return found;
 }
 

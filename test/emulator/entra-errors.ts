@@ -12,7 +12,7 @@ export interface EntraError {
 }
 
 /** "2025-01-31 12:00:00Z", the format Entra uses in bodies. */
-export function entraTimestamp(date = new Date()): string {
+function entraTimestamp(date = new Date()): string {
   return `${date.toISOString().slice(0, 19).replace('T', ' ')}Z`;
 }
 
@@ -165,7 +165,7 @@ export const errors = {
     status: 400,
     error: 'invalid_grant',
     code: 50013,
-    message: `Assertion failed signature validation. [Reason - ${reason}, Thumbprint of key used by client: '${String(kid ?? '')}']`,
+    message: `Assertion failed signature validation. [Reason - ${reason}, Thumbprint of key used by client: '${typeof kid === 'string' ? kid : (JSON.stringify(kid) ?? '')}']`,
   }),
   invalidAssertion: (why: string): EntraError => ({ status: 400, error: 'invalid_grant', code: 50013, message: `Assertion is invalid. ${why}` }),
   assertionExpired: (exp: unknown): EntraError => ({

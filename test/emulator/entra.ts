@@ -51,7 +51,7 @@ export function entraHandler(
       return sendJson(ctx, 200, state.keys.jwks((key) => state.keyIssuer(key)), { ...METADATA_HEADERS, 'x-ms-request-id': ctx.requestId });
     }
 
-    if ((m = /^\/([^/]+)\/oauth2\/(v2\.0\/)?authorize\/?$/.exec(path))) {
+    if (/^\/([^/]+)\/oauth2\/(v2\.0\/)?authorize\/?$/.test(path)) {
       // Interactive sign-in is not emulated; the URL exists so challenges can point at it.
       return sendJson(ctx, 200, {
         emulator: 'Microsoft Entra ID emulator',

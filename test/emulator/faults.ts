@@ -6,7 +6,7 @@ interface Entry<T> {
   remaining: number;
 }
 
-export class FaultQueue<T extends { times?: number | 'always' }> {
+class FaultQueue<T extends { times?: number | 'always' }> {
   private entries: Entry<T>[] = [];
 
   push(fault: T): void {

@@ -1,6 +1,5 @@
 // POST /{version}/$batch: at most 20 requests with unique ids, dependsOn (failed dependency
 // → 424), per-item status/headers/body, responses in a different order than requested.
-import type { GraphService } from './graph.js';
 import { ODATA_JSON, graphError, type GraphIds, type GraphRequest, type GraphResponse } from './graph-resources.js';
 
 const MAX_REQUESTS = 20;
@@ -14,7 +13,10 @@ interface BatchItem {
   body: unknown;
 }
 
-export async function runBatch(service: GraphService, req: GraphRequest, version: string, ids: GraphIds): Promise<GraphResponse> {
+/** Runs one request the way Graph would outside a batch (GraphService.handle); passed in, so this file needs nothing of graph.ts. */
+type HandleRequest = (req: GraphRequest, ids: GraphIds) => Promise<GraphResponse>;
+
+export async function runBatch(handle: HandleRequest, req: GraphRequest, version: string, ids: GraphIds): Promise<GraphResponse> {
   const parsed = parseBatch(req.body);
   if (typeof parsed === 'string') return graphError(400, 'BadRequest', parsed, ids);
   const byId = new Map(parsed.map((item) => [item.id, item]));
@@ -40,7 +42,7 @@ export async function runBatch(service: GraphService, req: GraphRequest, version
       });
       return 424;
     }
-    const response = await service.handle(itemRequest(item, version, req), ids);
+    const response = await handle(itemRequest(item, version, req), ids);
     const headers = Object.fromEntries(
       Object.entries(response.headers).filter(([k]) => ['content-type', 'retry-after', 'www-authenticate', 'etag'].includes(k.toLowerCase())),
     );

@@ -46,7 +46,7 @@ export class GraphQueryError extends Error {
 
 const USER_DEFAULT = ['businessPhones', 'displayName', 'givenName', 'jobTitle', 'mail', 'mobilePhone', 'officeLocation', 'preferredLanguage', 'surname', 'userPrincipalName', 'id'];
 
-export function userEntity(user: DirectoryUser, tenant: Tenant | undefined): Json {
+function userEntity(user: DirectoryUser, tenant: Tenant | undefined): Json {
   const alias = user.userPrincipalName.split('@')[0] ?? '';
   return {
     businessPhones: user.businessPhones,

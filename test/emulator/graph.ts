@@ -65,7 +65,7 @@ export class GraphService {
     if (rest[0] === '$batch' && rest.length === 1) {
       if (req.inBatch) return graphError(400, 'BadRequest', 'Nested batch requests are not supported.', ids);
       if (req.method !== 'POST') return methodNotAllowed(ids);
-      return runBatch(this, req, version, ids);
+      return runBatch((item, itemIds) => this.handle(item, itemIds), req, version, ids);
     }
     if (req.method !== 'GET') return methodNotAllowed(ids);
     const response = this.resource(req, version, rest, auth, ids);
@@ -254,7 +254,7 @@ function granted(record: GraphTokenRecord, anyOf: string[]): boolean {
 }
 
 /** Prefix match on the full path, or on the path without its version segment. */
-export function pathMatches(prefix: string | undefined, path: string): boolean {
+function pathMatches(prefix: string | undefined, path: string): boolean {
   if (prefix === undefined) return true;
   const unversioned = path.replace(/^\/(v1\.0|beta)(?=\/|$)/, '');
   return path.startsWith(prefix) || unversioned.startsWith(prefix);
@@ -301,8 +301,8 @@ function faultResponse(fault: GraphFault, ids: GraphIds): GraphResponse | undefi
 function errorCode(response: GraphResponse): string {
   const json = response.json;
   if (typeof json === 'object' && json !== null && 'error' in json) {
-    const error = (json as { error: unknown }).error;
-    if (typeof error === 'object' && error !== null && 'code' in error) return String((error as { code: unknown }).code);
+    const error = json.error;
+    if (typeof error === 'object' && error !== null && 'code' in error) return String(error.code);
   }
   return String(response.status);
 }

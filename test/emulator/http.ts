@@ -32,7 +32,7 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export class BodyTooLargeError extends Error {}
+class BodyTooLargeError extends Error {}
 
 export async function listenHttps(
   options: { port: number; key: string; cert: string },

@@ -16,7 +16,6 @@ import { TokenFactory, clientAssertion } from './tokens.js';
 import type { Emulator, EmulatorOptions, EmulatorUser, UserName } from './types.js';
 
 export type * from './types.js';
-export { ensureCertificates } from './certs.js';
 
 const FEDERATED_TOKEN_LIFETIME_SECONDS = 3600;
 const FEDERATED_TOKEN_REFRESH_MS = 10 * 60_000;

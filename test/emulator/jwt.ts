@@ -5,7 +5,7 @@ import { constants, createHmac, sign, verify, type KeyObject } from 'node:crypto
 
 export type JsonObject = Record<string, unknown>;
 
-export function b64url(input: Buffer | string): string {
+function b64url(input: Buffer | string): string {
   return Buffer.from(input).toString('base64url');
 }
 

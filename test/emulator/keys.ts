@@ -31,7 +31,7 @@ export interface PublicJwk {
   issuer: string;
 }
 
-export async function generateSigningKey(boundTenant?: string): Promise<SigningKey> {
+async function generateSigningKey(boundTenant?: string): Promise<SigningKey> {
   const pair = await generateKeyPairAsync('rsa', {
     modulusLength: 2048,
     publicKeyEncoding: { type: 'spki', format: 'pem' },
@@ -152,14 +152,14 @@ export class KeyRing {
   }
 
   control(issuerFor: (key: SigningKey) => string): KeyControl {
-    // Object-literal getters get their own `this`; read the live ring state through this alias.
-    const ring = this;
+    // Object-literal getters get their own `this`; this arrow keeps the ring's, for the live state.
+    const live = (): RingState => this.state;
     return {
       get currentKid() {
-        return ring.state.current;
+        return live().current;
       },
       get previousKid() {
-        return ring.state.previous;
+        return live().previous;
       },
       unpublishedKid: this.roles.unpublished.kid,
       msaKid: this.roles.msa.kid,

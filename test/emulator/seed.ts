@@ -221,7 +221,7 @@ function messages(owner: DirectoryUser, count: number): Message[] {
 }
 
 /** Entra-style client secret: 40 characters with the "8Q~" marker. */
-export function newSecret(): string {
+function newSecret(): string {
   const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~-';
   const pick = (n: number): string => Array.from(randomBytes(n), (b) => alphabet[b % alphabet.length]).join('');
   return `${pick(3)}8Q~${pick(34)}`;

@@ -12,10 +12,10 @@ import type { EmulatorState, TenantRef } from './state.js';
 import { nowSeconds, type TokenFactory } from './tokens.js';
 import type { TokenFault } from './types.js';
 
-export const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 const SKEW_SECONDS = 300;
 /** The Conditional Access policy id the MFA challenge names. */
-export const MFA_POLICY_ID = 'c1f2e3d4-5a6b-4c7d-8e9f-0a1b2c3d4e5f';
+const MFA_POLICY_ID = 'c1f2e3d4-5a6b-4c7d-8e9f-0a1b2c3d4e5f';
 
 export async function handleTokenRequest(ctx: HttpContext, state: EmulatorState, tokens: TokenFactory, tenantSegment: string): Promise<void> {
   const headerCorrelation = header(ctx.req, 'client-request-id') ?? ctx.url.searchParams.get('client-request-id') ?? undefined;

@@ -248,11 +248,11 @@ export class TokenFactory {
 }
 
 /** Entra's `sub` is pairwise: stable per (user, application). */
-export function pairwiseSub(oid: string, app: string): string {
+function pairwiseSub(oid: string, app: string): string {
   return createHash('sha256').update(`${oid}|${app}`).digest('base64url');
 }
 
-export function hasCp1(claims: unknown): boolean {
+function hasCp1(claims: unknown): boolean {
   if (!isJsonObject(claims) || !isJsonObject(claims.access_token)) return false;
   const xmsCc = claims.access_token.xms_cc;
   return isJsonObject(xmsCc) && Array.isArray(xmsCc.values) && xmsCc.values.some((v) => String(v).toLowerCase() === 'cp1');

@@ -29,12 +29,12 @@ export interface EmulatorUser {
   surname: string;
 }
 
-export interface TenantInfo {
+interface TenantInfo {
   id: string;
   domain: string;
 }
 
-export interface CredentialControl {
+interface CredentialControl {
   /** Registers a new client secret on the API's registration and returns it. */
   addSecret(): string;
   /** Deletes a client secret: Entra then answers AADSTS7000215 for it. */

@@ -186,16 +186,16 @@ describe('API + token cache on a real Redis (issue 3)', function () {
       };
       const stream = Promise.all(Array.from({ length: 8 }, worker));
       try {
-        await until('some traffic', async () => statuses.length >= 30, 15_000);
+        await until('some traffic', () => statuses.length >= 30, 15_000);
         const beforeKill = statuses.length;
         await redis.kill();
-        await until('traffic while Redis is down', async () => statuses.length >= beforeKill + 40, 15_000);
+        await until('traffic while Redis is down', () => statuses.length >= beforeKill + 40, 15_000);
         await untilL2(api, 'degraded');
         await redis.restart();
         // ioredis reconnects with a backoff of at most 2 s.
         await untilL2(api, 'up', 10_000);
         const afterRestart = statuses.length;
-        await until('traffic after the restart', async () => statuses.length >= afterRestart + 20, 15_000);
+        await until('traffic after the restart', () => statuses.length >= afterRestart + 20, 15_000);
       } finally {
         stop = true;
         await stream;

@@ -1,34 +1,20 @@
 /** The tiered cache on a real 3-master Redis Cluster started on loopback. */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import { Cluster, Redis } from 'ioredis';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { createRedisStore, createTieredCache, parseEncryptionKeys, type CacheEntry, type TieredCache } from '../../cache/index.js';
+import { registryMetric } from '../support/metrics.js';
 import { startRedisCluster, type RedisCluster } from '../support/redis-cluster.js';
+import { partitionKey } from '../support/tokens.js';
+import { sleep, until } from '../support/wait.js';
 
 interface Token {
   accessToken: string;
 }
 
 const KEYS = parseEncryptionKeys(`k1:${randomBytes(32).toString('base64')}`);
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const partitionKey = (n: number) => `${createHash('sha256').update(`cluster-${n}-${Math.random()}`).digest('base64url')}:user.read`;
-
-async function metric(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const found = await registry.getSingleMetric(name)?.get();
-  const value = found?.values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l));
-  return value?.value ?? 0;
-}
-
-async function until(what: string, condition: () => Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await condition()) return;
-    await sleep(10);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 describe('cache: L2 on a real Redis Cluster (3 masters)', function () {
   this.timeout(30_000);
@@ -103,7 +89,7 @@ describe('cache: L2 on a real Redis Cluster (3 masters)', function () {
     await a.cache.getOrCreate(key, creator());
     expect((await b.cache.getOrCreate(key, creator())).source).to.equal('l2');
     await a.cache.invalidate(key);
-    await until('B to hear the invalidation', async () => (await metric(b.registry, 'obo_cache_invalidations_total', { origin: 'remote' })) === 1);
+    await until('B to hear the invalidation', async () => (await registryMetric(b.registry, 'obo_cache_invalidations_total', { origin: 'remote' })) === 1);
     expect(await admin.exists(`obo:${key}`)).to.equal(0);
     expect((await b.cache.getOrCreate(key, creator())).source).to.equal('created');
   });

@@ -1,8 +1,7 @@
 /** The tiered cache against a real redis-server: L2, encryption, cross-instance single-flight and invalidation. */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import type { Redis } from 'ioredis';
-import { pino, type Logger } from 'pino';
 import { Registry } from 'prom-client';
 import {
   createRedisStore,
@@ -14,7 +13,11 @@ import {
   type TieredCache,
   type TieredCacheOptions,
 } from '../../cache/index.js';
+import { captureLogger } from '../support/logger.js';
+import { registryMetric } from '../support/metrics.js';
 import { startRedis, type RedisServer } from '../support/redis.js';
+import { partitionKey } from '../support/tokens.js';
+import { sleep, until } from '../support/wait.js';
 
 interface Token {
   accessToken: string;
@@ -27,33 +30,6 @@ const NEW_KEYS = `new:${randomBytes(32).toString('base64')}`;
 function jwt(n: number): string {
   const part = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
   return `${part({ alg: 'RS256', typ: 'JWT' })}.${part({ sub: `user-${n}`, scp: 'User.Read' })}.${randomBytes(64).toString('base64url')}`;
-}
-
-/** A cache key shaped like the token provider's: base64url(SHA-256(assertion)) + scopes. */
-function partitionKey(n: number): string {
-  return `${createHash('sha256').update(`assertion-${n}-${Math.random()}`).digest('base64url')}:user.read`;
-}
-
-function captureLogger(): { logger: Logger; lines: string[] } {
-  const lines: string[] = [];
-  return { logger: pino({ level: 'debug' }, { write: (line: string) => void lines.push(line) }), lines };
-}
-
-async function metric(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const found = await registry.getSingleMetric(name)?.get();
-  const value = found?.values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l));
-  return value?.value ?? 0;
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await condition()) return;
-    await sleep(10);
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 /** `store` with some of its operations replaced. */
@@ -157,7 +133,7 @@ describe('cache: L2 on a real redis-server', function () {
     for (let i = 0; i < 1_000; i++) expect((await cache.getOrCreate(key, creator())).source).to.equal('l1');
     const calls = Object.entries(await commandCalls()).filter(([name]) => !/^(info|config)\b/.test(name));
     expect(calls).to.deep.equal([]);
-    expect(await metric(registry, 'obo_cache_hits_total', { level: 'l1' })).to.equal(1_000);
+    expect(await registryMetric(registry, 'obo_cache_hits_total', { level: 'l1' })).to.equal(1_000);
   });
 
   it('an L2 hit fills L1: a new instance (empty L1) causes no new create()', async () => {
@@ -170,8 +146,8 @@ describe('cache: L2 on a real redis-server', function () {
     expect(fromL2.entry).to.deep.equal(created.entry);
     expect((await b.cache.getOrCreate(key, creator())).source).to.equal('l1');
     expect(creates).to.equal(1);
-    expect(await metric(b.registry, 'obo_cache_hits_total', { level: 'l2' })).to.equal(1);
-    expect(await metric(b.registry, 'obo_cache_hits_total', { level: 'l1' })).to.equal(1);
+    expect(await registryMetric(b.registry, 'obo_cache_hits_total', { level: 'l2' })).to.equal(1);
+    expect(await registryMetric(b.registry, 'obo_cache_hits_total', { level: 'l1' })).to.equal(1);
   });
 
   it("Redis TTL is the entry's remaining lifetime: entries leave Redis when they expire", async () => {
@@ -218,7 +194,7 @@ describe('cache: L2 on a real redis-server', function () {
     const result = await b.cache.getOrCreate(key, creator());
     expect(result.source).to.equal('created');
     expect(result.entry.value.accessToken).not.to.equal(original.entry.value.accessToken);
-    expect(await metric(b.registry, 'obo_cache_decrypt_failures_total', { reason: 'auth_failed' })).to.equal(1);
+    expect(await registryMetric(b.registry, 'obo_cache_decrypt_failures_total', { reason: 'auth_failed' })).to.equal(1);
     const logs = b.lines.join('\n');
     expect(logs).to.contain('did not open');
     expect(logs).not.to.contain(key);
@@ -233,7 +209,7 @@ describe('cache: L2 on a real redis-server', function () {
     await admin.set(`obo:${target}`, (await admin.getBuffer(`obo:${source}`)) as Buffer, 'PX', 60_000);
     const b = await instance();
     expect((await b.cache.getOrCreate(target, creator())).source).to.equal('created');
-    expect(await metric(b.registry, 'obo_cache_decrypt_failures_total', { reason: 'auth_failed' })).to.equal(1);
+    expect(await registryMetric(b.registry, 'obo_cache_decrypt_failures_total', { reason: 'auth_failed' })).to.equal(1);
   });
 
   it('garbage, plaintext and unknown-kid values are misses, by reason', async () => {
@@ -256,9 +232,9 @@ describe('cache: L2 on a real redis-server', function () {
       expect(result.source).to.equal('created');
       expect(result.entry.value.accessToken).not.to.equal('eyJinjected');
     }
-    expect(await metric(reader.registry, 'obo_cache_decrypt_failures_total', { reason: 'unknown_kid' })).to.equal(1);
-    expect(await metric(reader.registry, 'obo_cache_decrypt_failures_total', { reason: 'malformed' })).to.equal(1);
-    expect(await metric(reader.registry, 'obo_cache_decrypt_failures_total', { reason: 'plaintext_refused' })).to.equal(1);
+    expect(await registryMetric(reader.registry, 'obo_cache_decrypt_failures_total', { reason: 'unknown_kid' })).to.equal(1);
+    expect(await registryMetric(reader.registry, 'obo_cache_decrypt_failures_total', { reason: 'malformed' })).to.equal(1);
+    expect(await registryMetric(reader.registry, 'obo_cache_decrypt_failures_total', { reason: 'plaintext_refused' })).to.equal(1);
   });
 
   it('key rotation: a cache with [new, old] reads values written with [old] and writes with new', async () => {
@@ -288,8 +264,8 @@ describe('cache: L2 on a real redis-server', function () {
     expect(results.filter((r) => r.source === 'created')).to.have.length(1);
     expect(results.filter((r) => r.source === 'joined')).to.have.length(99);
     const cluster =
-      (await metric(a.registry, 'obo_cache_joins_total', { scope: 'cluster' })) +
-      (await metric(b.registry, 'obo_cache_joins_total', { scope: 'cluster' }));
+      (await registryMetric(a.registry, 'obo_cache_joins_total', { scope: 'cluster' })) +
+      (await registryMetric(b.registry, 'obo_cache_joins_total', { scope: 'cluster' }));
     expect(cluster).to.equal(1);
   });
 
@@ -305,7 +281,7 @@ describe('cache: L2 on a real redis-server', function () {
     const elapsed = Date.now() - started;
     expect(result.source).to.equal('created');
     expect(elapsed).to.be.within(280, 650);
-    expect(await metric(b.registry, 'obo_cache_lock_wait_timeouts_total')).to.equal(1);
+    expect(await registryMetric(b.registry, 'obo_cache_lock_wait_timeouts_total')).to.equal(1);
     expect((await hanging).source).to.equal('created');
     expect(creates).to.equal(2);
   });
@@ -352,8 +328,8 @@ describe('cache: L2 on a real redis-server', function () {
     expect(result.source).to.equal('joined');
     expect(result.entry).to.deep.equal(written);
     expect(creates).to.equal(1);
-    expect(await metric(reader.registry, 'obo_cache_misses_total')).to.equal(1);
-    expect(await metric(reader.registry, 'obo_cache_joins_total', { scope: 'cluster' })).to.equal(1);
+    expect(await registryMetric(reader.registry, 'obo_cache_misses_total')).to.equal(1);
+    expect(await registryMetric(reader.registry, 'obo_cache_joins_total', { scope: 'cluster' })).to.equal(1);
     expect((await reader.cache.getOrCreate(key, creator())).source).to.equal('l1');
   });
 
@@ -367,9 +343,9 @@ describe('cache: L2 on a real redis-server', function () {
     await admin.set(`obo:lock:${key}`, 'another-instance', 'PX', 10_000);
     clock += 1_000;
     expect((await a.cache.getOrCreate(key, creator())).entry).to.deep.equal(first.entry);
-    await until('the refresh to give way', async () => (await metric(a.registry, 'obo_cache_refreshes_total', { result: 'skipped' })) === 1);
+    await until('the refresh to give way', async () => (await registryMetric(a.registry, 'obo_cache_refreshes_total', { result: 'skipped' })) === 1);
     expect(creates).to.equal(1);
-    expect(await metric(a.registry, 'obo_cache_creates_total', { trigger: 'refresh', result: 'ok' })).to.equal(0);
+    expect(await registryMetric(a.registry, 'obo_cache_creates_total', { trigger: 'refresh', result: 'ok' })).to.equal(0);
     expect(await admin.get(`obo:lock:${key}`)).to.equal('another-instance');
   });
 
@@ -381,11 +357,11 @@ describe('cache: L2 on a real redis-server', function () {
     expect((await b.cache.getOrCreate(key, creator())).source).to.equal('l1');
     await a.cache.invalidate(key);
     expect(await admin.exists(`obo:${key}`)).to.equal(0);
-    await until('B to hear the invalidation', async () => (await metric(b.registry, 'obo_cache_invalidations_total', { origin: 'remote' })) === 1);
+    await until('B to hear the invalidation', async () => (await registryMetric(b.registry, 'obo_cache_invalidations_total', { origin: 'remote' })) === 1);
     expect((await b.cache.getOrCreate(key, creator())).source).to.equal('created');
     // A ignores the echo of its own message.
-    expect(await metric(a.registry, 'obo_cache_invalidations_total', { origin: 'remote' })).to.equal(0);
-    expect(await metric(a.registry, 'obo_cache_invalidations_total', { origin: 'local' })).to.equal(1);
+    expect(await registryMetric(a.registry, 'obo_cache_invalidations_total', { origin: 'remote' })).to.equal(0);
+    expect(await registryMetric(a.registry, 'obo_cache_invalidations_total', { origin: 'local' })).to.equal(1);
   });
 
   it('forceRefresh on A replaces the entry everywhere: B drops its L1 copy and reads the new one from L2', async () => {
@@ -395,7 +371,7 @@ describe('cache: L2 on a real redis-server', function () {
     await b.cache.getOrCreate(key, creator());
     const renewed = await a.cache.getOrCreate(key, creator(), { forceRefresh: true });
     expect(renewed.source).to.equal('created');
-    await until('B to drop its copy', async () => (await metric(b.registry, 'obo_cache_invalidations_total', { origin: 'remote' })) === 1);
+    await until('B to drop its copy', async () => (await registryMetric(b.registry, 'obo_cache_invalidations_total', { origin: 'remote' })) === 1);
     const seen = await b.cache.getOrCreate(key, creator());
     expect(seen.source).to.equal('l2');
     expect(seen.entry.value.accessToken).to.equal(renewed.entry.value.accessToken);
@@ -410,9 +386,9 @@ describe('cache: L2 on a real redis-server', function () {
     await sleep(200);
     const refreshed = creator(60_000, 0, { refreshAt: Date.now() + 60_000 });
     expect((await a.cache.getOrCreate(key, refreshed)).entry).to.deep.equal(first.entry);
-    await until('A to refresh', async () => (await metric(a.registry, 'obo_cache_refreshes_total', { result: 'ok' })) === 1);
+    await until('A to refresh', async () => (await registryMetric(a.registry, 'obo_cache_refreshes_total', { result: 'ok' })) === 1);
     expect((await b.cache.getOrCreate(key, refreshed)).entry).to.deep.equal(first.entry);
-    await until('B to adopt', async () => (await metric(b.registry, 'obo_cache_refreshes_total', { result: 'adopted' })) === 1);
+    await until('B to adopt', async () => (await registryMetric(b.registry, 'obo_cache_refreshes_total', { result: 'adopted' })) === 1);
     const now = await b.cache.getOrCreate(key, refreshed);
     expect(now.source).to.equal('l1');
     expect(now.entry.value.accessToken).not.to.equal(first.entry.value.accessToken);
@@ -422,8 +398,8 @@ describe('cache: L2 on a real redis-server', function () {
   it('reports health up once connected and subscribed', async () => {
     const { cache, registry } = await instance();
     expect(cache.health()).to.deep.equal({ l2: 'up' });
-    expect(await metric(registry, 'obo_cache_l2_up')).to.equal(1);
-    expect(await metric(registry, 'obo_cache_l2_breaker_state')).to.equal(0);
+    expect(await registryMetric(registry, 'obo_cache_l2_up')).to.equal(1);
+    expect(await registryMetric(registry, 'obo_cache_l2_breaker_state')).to.equal(0);
   });
 
   it('refuses an L2 without encryption keys unless encryption is explicitly off', async () => {
@@ -496,7 +472,7 @@ describe('cache: L2 on a real redis-server', function () {
         );
         expect(result.source).to.equal('created');
       }
-      expect(await metric(a.registry, 'obo_cache_l2_errors_total', { op: 'set', kind: 'error' })).to.be.greaterThan(0);
+      expect(await registryMetric(a.registry, 'obo_cache_l2_errors_total', { op: 'set', kind: 'error' })).to.be.greaterThan(0);
     } finally {
       await Promise.all(instances.map((i) => i.cache.close()));
       instances = [];
@@ -538,8 +514,8 @@ describe('cache: L2 on a real redis-server', function () {
       await Promise.all(workers);
       expect(failures).to.deep.equal([]);
       expect(calls).to.be.greaterThan(100);
-      const skipped = await metric(a.registry, 'obo_cache_l2_skipped_total', { op: 'get', reason: 'disconnected' });
-      const errors = await metric(a.registry, 'obo_cache_l2_errors_total', { op: 'get', kind: 'error' });
+      const skipped = await registryMetric(a.registry, 'obo_cache_l2_skipped_total', { op: 'get', reason: 'disconnected' });
+      const errors = await registryMetric(a.registry, 'obo_cache_l2_errors_total', { op: 'get', kind: 'error' });
       expect(skipped + errors).to.be.greaterThan(0);
 
       // Writes resume: a new entry lands in the (empty, restarted) Redis...
@@ -551,7 +527,7 @@ describe('cache: L2 on a real redis-server', function () {
       expect((await b.cache.getOrCreate(key, creator())).source).to.equal('l2');
       // ...and A's subscription is back: it hears B's invalidation.
       await b.cache.invalidate(key);
-      await until('A to hear B', async () => (await metric(a.registry, 'obo_cache_invalidations_total', { origin: 'remote' })) === 1);
+      await until('A to hear B', async () => (await registryMetric(a.registry, 'obo_cache_invalidations_total', { origin: 'remote' })) === 1);
     });
 
     it('brown-out (Redis stops answering): calls stay bounded by the command timeout, the breaker opens and skips Redis, then closes', async () => {
@@ -574,13 +550,13 @@ describe('cache: L2 on a real redis-server', function () {
         }
         expect(a.cache.health().l2).to.equal('degraded');
         expect(a.cache.health().detail).to.contain('circuit breaker open');
-        expect(await metric(a.registry, 'obo_cache_l2_breaker_state')).to.equal(2);
+        expect(await registryMetric(a.registry, 'obo_cache_l2_breaker_state')).to.equal(2);
         // With the breaker open, Redis is skipped entirely.
         started = performance.now();
         expect((await a.cache.getOrCreate(partitionKey(305), creator())).source).to.equal('created');
         expect(performance.now() - started).to.be.below(50);
-        expect(await metric(a.registry, 'obo_cache_l2_errors_total', { op: 'get', kind: 'timeout' })).to.equal(3);
-        expect(await metric(a.registry, 'obo_cache_l2_skipped_total', { op: 'get', reason: 'breaker_open' })).to.equal(1);
+        expect(await registryMetric(a.registry, 'obo_cache_l2_errors_total', { op: 'get', kind: 'timeout' })).to.equal(3);
+        expect(await registryMetric(a.registry, 'obo_cache_l2_skipped_total', { op: 'get', reason: 'breaker_open' })).to.equal(1);
         expect(a.lines.join('\n')).to.contain('circuit breaker opened');
       } finally {
         redis.resume();
@@ -591,7 +567,7 @@ describe('cache: L2 on a real redis-server', function () {
       expect((await a.cache.getOrCreate(key, creator())).source).to.equal('created');
       expect(a.cache.health()).to.deep.equal({ l2: 'up' });
       expect(await admin.exists(`obo:${key}`)).to.equal(1);
-      expect(await metric(a.registry, 'obo_cache_l2_breaker_state')).to.equal(0);
+      expect(await registryMetric(a.registry, 'obo_cache_l2_breaker_state')).to.equal(0);
     });
 
     it('a cache started while Redis is down serves L1 + create() and takes L2 up once Redis starts', async () => {

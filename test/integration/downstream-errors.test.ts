@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { manualClock } from '../support/clock.js';
 import { useEmulator, useService, useServices } from '../support/fixtures.js';
+import { at } from '../support/json.js';
 import { bearer } from '../support/tokens.js';
 import { sleep } from '../support/wait.js';
 import { parseChallenge } from '../support/www-authenticate.js';
@@ -26,7 +27,7 @@ describe('downstream failures turned into answers a caller can act on (checklist
     emulator.setUser('alice', { consented: false });
     const response = await me(emulator.mint()).expect(403);
     expect(response.body).to.include({ error: 'interaction_required', suberror: 'consent_required' });
-    expect(response.body.scopes).to.deep.equal(api.config.graph.scopes);
+    expect(at(response.body, 'scopes')).to.deep.equal(api.config.graph.scopes);
     expect(response.headers['www-authenticate']).to.equal(undefined);
   });
 
@@ -40,7 +41,7 @@ describe('downstream failures turned into answers a caller can act on (checklist
     expect(params['authorization_uri']).to.equal(`${emulator.authorityHost}/${emulator.tenant.id}/oauth2/v2.0/authorize`);
     const claims = JSON.parse(Buffer.from(params['claims'] ?? '', 'base64').toString('utf8')) as { access_token?: unknown };
     expect(claims).to.have.property('access_token');
-    expect(response.body.error).to.equal('insufficient_claims');
+    expect(at(response.body, 'error')).to.equal('insufficient_claims');
     await me(token).expect(401);
     expect(emulator.counters.token, 'each attempt asks Entra again').to.equal(2);
     // The caller satisfies the challenge with a new token: a new partition, served fresh.
@@ -125,7 +126,7 @@ describe('downstream failures turned into answers a caller can act on (checklist
     expect(emulator.counters.token, 'the fresh token is cached').to.equal(1);
     emulator.faults.injectGraph({ path: '/v1.0/me', status: 401, code: 'InvalidAuthenticationToken', times: 2 });
     const failed = await me(token).expect(502);
-    expect(failed.body.error).to.equal('bad_gateway');
+    expect(at(failed.body, 'error')).to.equal('bad_gateway');
     expect(emulator.counters.token).to.equal(2);
   });
 
@@ -152,9 +153,9 @@ describe('downstream failures turned into answers a caller can act on (checklist
   it('#57 Graph 403 and 404 pass through with Graph\'s body', async () => {
     const token = emulator.mint();
     emulator.faults.injectGraph({ path: '/v1.0/me', status: 403, code: 'Authorization_RequestDenied' });
-    expect((await me(token).expect(403)).body.error.code).to.equal('Authorization_RequestDenied');
+    expect(at((await me(token).expect(403)).body, 'error', 'code')).to.equal('Authorization_RequestDenied');
     emulator.faults.injectGraph({ path: '/v1.0/me', status: 404, code: 'Request_ResourceNotFound' });
-    expect((await me(token).expect(404)).body.error.code).to.equal('Request_ResourceNotFound');
+    expect(at((await me(token).expect(404)).body, 'error', 'code')).to.equal('Request_ResourceNotFound');
   });
 });
 

@@ -1,12 +1,12 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { once } from 'node:events';
-import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
 import Koa from 'koa';
 import { useEmulator, useService } from '../support/fixtures.js';
+import { at } from '../support/json.js';
 import { contractGuard, loadContract, VIOLATION_HEADER } from '../support/openapi-contract.js';
 
 const run = promisify(execFile);
@@ -72,7 +72,7 @@ describe('the OpenAPI contract (openapi/openapi.yaml)', () => {
       app.use((ctx) => {
         ctx.body = { status: 'not quite' };
       });
-      const server = createServer(app.callback()).listen(0, '127.0.0.1');
+      const server = app.listen(0, '127.0.0.1');
       await once(server, 'listening');
       try {
         const response = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/healthz`);
@@ -103,10 +103,10 @@ describe('the OpenAPI contract (openapi/openapi.yaml)', () => {
     });
 
     it('GET /openapi.json documents every proxy route', async () => {
-      const { body } = await api.request.get('/openapi.json').expect(200);
-      expect(body.paths).to.include.keys('/api/me', '/api/graph/{path}', '/api/graph/{version}/$batch', '/api/downstream/{name}/{path}', '/docs');
-      expect(body.components.securitySchemes.bearer).to.include({ type: 'http', scheme: 'bearer' });
-      expect(body.paths['/api/graph/{path}'].get.security).to.deep.equal([{ bearer: ['access_as_user'] }]);
+      const response = await api.request.get('/openapi.json').expect(200);
+      expect(at(response.body, 'paths')).to.include.keys('/api/me', '/api/graph/{path}', '/api/graph/{version}/$batch', '/api/downstream/{name}/{path}', '/docs');
+      expect(at(response.body, 'components', 'securitySchemes', 'bearer')).to.include({ type: 'http', scheme: 'bearer' });
+      expect(at(response.body, 'paths', '/api/graph/{path}', 'get', 'security')).to.deep.equal([{ bearer: ['access_as_user'] }]);
     });
 
     it('GET /docs: Swagger UI from node_modules, no inline script, a strict script-src', async () => {

@@ -20,7 +20,7 @@
 import { createServer, Socket, type Server } from 'node:net';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 
-export const REDIS_AUDIENCE = 'https://redis.azure.com';
+const REDIS_AUDIENCE = 'https://redis.azure.com';
 
 export interface EntraRedisProxyOptions {
   backendPort: number;
@@ -31,7 +31,7 @@ export interface EntraRedisProxyOptions {
   issuers: string[];
 }
 
-export interface EntraRedisProxyStats {
+interface EntraRedisProxyStats {
   connections: number;
   authAccepted: number;
   authRefused: number;

@@ -211,7 +211,7 @@ function resolveRef(document: Json, value: Json, pointer: string): { value: Json
 
 function route(template: string, item: Json, resolve: (value: Json) => Json): Route {
   const greedyNames = new Set(
-    [...parameters(item), ...METHODS.flatMap((method) => (isObject(item[method]) ? parameters(item[method] as Json) : []))]
+    [...parameters(item), ...METHODS.flatMap((method) => (isObject(item[method]) ? parameters(item[method]) : []))]
       .map(resolve)
       .filter((parameter) => parameter['in'] === 'path' && parameter['x-multi-segment'] === true)
       .map((parameter) => String(parameter['name'])),

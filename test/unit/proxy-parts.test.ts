@@ -99,7 +99,9 @@ describe('proxy parts', () => {
         for (const size of [1, 5, input.length]) {
           const result = await run(input, size);
           expect(result, input).to.equal(output);
-          expect(() => JSON.parse(result)).not.to.throw();
+          expect(() => {
+            JSON.parse(result);
+          }).not.to.throw();
         }
       }
     });
