@@ -48,6 +48,8 @@ export interface AppDependencies {
   /** Turns tracing on with this exporter (tests), whatever OTEL_EXPORTER_OTLP_ENDPOINT says. */
   traceExporter?: SpanExporter;
   now?: () => number;
+  /** True once the process drains before stopping (main.ts, on SIGTERM): /readyz then answers 503. */
+  draining?: () => boolean;
 }
 
 /** One assembled service. Build as many as you like: nothing is shared between them. */
@@ -197,7 +199,7 @@ export function createApp(config: Config, deps: AppDependencies = {}): Service {
   const router = new Router<AppState, AppContextExtension>({ sensitive: true });
   router.get('/', serviceDescriptionRoute());
   router.get('/healthz', livenessRoute());
-  router.get('/readyz', readinessRoute(metadata, cache, throttle));
+  router.get('/readyz', readinessRoute(metadata, cache, throttle, deps.draining));
   router.get('/openapi.json', openApiRoute(openApiDocument));
   router.get('/metrics', metricsRoute(registry, config.observability.metricsToken));
   // Everything under /api/ needs a valid token (see below); routes only say what they do.

@@ -18,7 +18,9 @@ function readConfig(): Config {
 }
 
 const config = readConfig();
-const service = createApp(config);
+// From the first signal on, /readyz answers 503 while the server drains (graceful-shutdown.ts).
+let draining = false;
+const service = createApp(config, { draining: () => draining });
 const server = createServer(service.callback());
 // Longer than a load balancer's idle timeout, so it never reuses a socket we are closing.
 server.keepAliveTimeout = 65_000;
@@ -27,12 +29,25 @@ server.listen(config.port, () => {
   service.logger.info({ port, tenant: config.tenant.id, authorityHost: config.authorityHost }, 'listening');
 });
 
-const stop = gracefulShutdown(server, { timeoutMs: config.shutdownTimeoutMs, logger: service.logger, release: () => service.close() });
+const stop = gracefulShutdown(server, {
+  drainMs: config.shutdownDrainMs,
+  timeoutMs: config.shutdownTimeoutMs,
+  logger: service.logger,
+  beginDrain: () => {
+    draining = true;
+  },
+  release: () => service.close(),
+});
+let signalled = false;
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.on(signal, () => {
+    const stopped = stop(signal);
+    // A second signal only ends the drain early (inside stop); the rest is set up once.
+    if (signalled) return;
+    signalled = true;
     // Whatever hangs, the process is gone soon after the deadline.
-    setTimeout(() => process.exit(1), config.shutdownTimeoutMs + 5_000).unref();
-    void stop(signal).then((code) => {
+    setTimeout(() => process.exit(1), config.shutdownDrainMs + config.shutdownTimeoutMs + 5_000).unref();
+    void stopped.then((code) => {
       // Everything is closed, so the process ends by itself; the timer only catches a straggler.
       process.exitCode = code;
       setTimeout(() => {

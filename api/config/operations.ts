@@ -55,6 +55,8 @@ export interface OperationsConfig {
   http: HttpConfig;
   rateLimit: RateLimitConfig;
   observability: ObservabilityConfig;
+  /** On SIGTERM, how long the server keeps serving with /readyz at 503, so load balancers take it out first. */
+  shutdownDrainMs: number;
   /** On SIGTERM, how long in-flight requests may take before the process exits anyway. */
   shutdownTimeoutMs: number;
 }
@@ -96,6 +98,8 @@ export function readOperationsConfig(read: EnvReader): OperationsConfig {
         ratio: read.ratio('OTEL_TRACES_SAMPLER_ARG', DEFAULT_TRACE_SAMPLER.ratio),
       },
     },
+    // 5 s: two failed readiness probes at a 2 s period, plus the time to act on them.
+    shutdownDrainMs: read.integer('SHUTDOWN_DRAIN_MS', 5_000, 0, 600_000),
     shutdownTimeoutMs: read.integer('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
   };
 }

@@ -3,7 +3,7 @@ import type { TieredCache } from '../../cache/index.js';
 import type { OpenIdMetadataSource } from '../../middleware/bearer/openid-metadata.js';
 import type { ThrottleWindows } from '../token/throttle-windows.js';
 
-/** GET /healthz: the process is alive. Never depends on anything outside it. */
+/** GET /healthz: the process is alive. Never depends on anything outside it, and stays 200 while draining. */
 export function livenessRoute() {
   return function liveness(ctx: Context): void {
     ctx.body = { status: 'ok' };
@@ -16,9 +16,16 @@ export function livenessRoute() {
  * past it, an instance whose Redis is down is ready but `degraded`, serving from L1 and the
  * exchange, so a Redis outage never takes the fleet out of rotation. An Entra throttling
  * window in force (seen by any instance, with Redis) is reported as `throttled`; it does not
- * make the instance unready, since cached tokens are still served.
+ * make the instance unready, since cached tokens are still served. Once the process is
+ * `draining` (a SIGTERM was received; it still serves for SHUTDOWN_DRAIN_MS) it is 503 whatever
+ * the checks say, so load balancers stop sending before it stops accepting.
  */
-export function readinessRoute(metadata: OpenIdMetadataSource, cache: TieredCache<unknown>, throttle: ThrottleWindows) {
+export function readinessRoute(
+  metadata: OpenIdMetadataSource,
+  cache: TieredCache<unknown>,
+  throttle: ThrottleWindows,
+  draining: () => boolean = () => false,
+) {
   return async function readiness(ctx: Context): Promise<void> {
     const [metadataReady, throttling] = await Promise.all([
       metadata.get().then(
@@ -29,10 +36,13 @@ export function readinessRoute(metadata: OpenIdMetadataSource, cache: TieredCach
     ]);
     const cacheHealth = cache.health();
     const invalidations = cache.invalidations();
-    const ready = metadataReady && cacheHealth.l2 !== 'connecting';
+    const stopping = draining();
+    const ready = !stopping && metadataReady && cacheHealth.l2 !== 'connecting';
     ctx.status = ready ? 200 : 503;
     ctx.body = {
       status: ready ? (cacheHealth.l2 === 'degraded' ? 'degraded' : 'ready') : 'unavailable',
+      // Present only while draining, as `throttled` is: the checks below still say what they saw.
+      ...(stopping ? { draining: true } : {}),
       checks: {
         authorityMetadata: metadataReady ? 'up' : 'down',
         cacheL1: 'up',
