@@ -38,7 +38,7 @@ import { loadOpenApiDocument, openApiRoute } from './routes/openapi.js';
 import { serviceDescriptionRoute } from './routes/service-description.js';
 import { proxyRoute } from './routes/proxy.js';
 import { PROXY_PREFIX } from './routes/proxy-prefix.js';
-import { createTokenProvider, type CachedToken, type TokenProvider, type TokenUse } from './token/token-provider.js';
+import { createTokenProvider, type CachedToken, type TokenProvider } from './token/token-provider.js';
 import { createTracing } from './observability/tracing.js';
 
 export interface AppDependencies {
@@ -165,22 +165,14 @@ export function createApp(config: Config, deps: AppDependencies = {}): Service {
   const tokens = createTokenProvider(cache, exchange, {
     now,
     tracing,
-    // Into the log line of the request being served (found through koa's asyncLocalStorage).
-    onTokenUse: (use) => tokenUsed('user', use),
+    onTokenUse: (use) => tokenUses('user', use),
   });
+  // The metric here; the request's log line gets the same through each acquisition's `record`.
   const tokenUses = createTokenUseMetric(registry);
-  function tokenUsed(token: 'user' | 'app', use: TokenUse): void {
-    tokenUses(token, use);
-    const fields = app.currentContext?.state.logFields;
-    if (!fields) return;
-    fields.token = token;
-    fields.cache = use.cache;
-    if (use.exchangeMs !== undefined) fields.exchangeMs = use.exchangeMs;
-  }
   // The API's own tokens (`"token": "app"` downstreams): one per scope set for all callers, in the same cache.
   const appTokens = createAppTokens(
     appGrant({ registry, throttle }),
-    { clientId: config.clientId, cache, logger, tracing, onTokenUse: (use) => tokenUsed('app', use), now },
+    { clientId: config.clientId, cache, logger, tracing, onTokenUse: (use) => tokenUses('app', use), now },
   );
   const limiters = createRateLimiters(config, logger, redisEntra?.source);
   // One client per downstream, all on the one pooled dispatcher; /api/me and /api/graph share Graph's.
@@ -192,7 +184,7 @@ export function createApp(config: Config, deps: AppDependencies = {}): Service {
       .map((downstream) => createDownstreamClient(downstream, downstream.token === 'app' ? appTokens.provider : tokens, dispatcher)),
   ];
   const realm = `api://${config.clientId}`;
-  const authenticateCaller = authenticate((token) => tracing.span('validate access token', () => validate(token)), realm);
+  const authenticateCaller = authenticate(tracing.enabled ? (token) => tracing.span('validate access token', () => validate(token)) : validate, realm);
   const openApiDocument = loadOpenApiDocument();
 
   // Case-sensitive, as the gate below is: `/API/me` must not reach a route the gate did not guard.
@@ -209,15 +201,16 @@ export function createApp(config: Config, deps: AppDependencies = {}): Service {
   router.get('/docs', docsPageRoute());
   router.get('/docs/:file', docsAssetRoute());
 
-  // With TRUST_PROXY_HOPS, ctx.ip is the client as the outermost trusted proxy saw it.
-  // asyncLocalStorage: app.currentContext is the request being served, for the layers below koa.
+  // With TRUST_PROXY_HOPS, ctx.ip is the client as the outermost trusted proxy saw it. No
+  // asyncLocalStorage: what the layers below report reaches the request explicitly, since in
+  // Node 20 an active AsyncLocalStorage taxes every promise of every request (README, "Benchmark").
   const app = new Koa<AppState, AppContextExtension>({
     proxy: config.http.trustProxyHops > 0,
     maxIpsCount: config.http.trustProxyHops,
-    asyncLocalStorage: true,
   });
   app.use(requestContext(logger, { logUserIds: config.observability.logUserIds }));
-  app.use(requestSpan(tracing));
+  // The server span; tracing off, there is none to make (and no wrapper to pay for).
+  if (tracing.enabled) app.use(requestSpan(tracing));
   app.use(httpMetrics(registry));
   app.use(securityHeaders());
   // Preflights end here, before anything asks for a token.

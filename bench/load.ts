@@ -108,7 +108,9 @@ async function warm(url: string, users: string[], concurrency: number, progress:
 }
 
 const run = createRunner();
-process.on('message', (message: LoadMessage) => {
+// 'stop' is what bench/run.ts sends every child when it is done (as the servers' harness takes it).
+process.on('message', (message: LoadMessage | 'stop') => {
+  if (message === 'stop') process.exit(0);
   run(message.id, message.command).then(
     (result) => process.send?.({ id: message.id, result } satisfies LoadReply),
     (error: unknown) => process.send?.({ id: message.id, error: error instanceof Error ? error.message : String(error) } satisfies LoadReply),

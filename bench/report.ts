@@ -228,7 +228,7 @@ export function renderMarkdown(results: BenchResults): string {
   lines.push(
     `Load: ${settings.loadTool}, 1 thread, ${settings.connections} connections, rotating through the users' tokens; ${settings.rounds} round(s) × ${settings.secondsPerSegment} s per path, ` +
       `paths interleaved (ABBA), a full GC in the serving process before each segment. Every server is its own process. ` +
-      `Service: createApp defaults, LOG_LEVEL=info to /dev/null, rate limits off, L1 budget ${mib(settings.budgets.l1MaxBytes)} MiB, heap capped at ${settings.serviceHeapMib} MiB.`,
+      `Service: createApp defaults, LOG_LEVEL=info to /dev/null, rate limits off, L1 budget ${mib(settings.budgets.l1MaxBytes)} MiB, verified-token cache ${mib(settings.budgets.validationCacheBytes)} MiB (both sized to the largest user count), heap capped at ${settings.serviceHeapMib} MiB.`,
   );
   lines.push('');
   lines.push('| Users | Path | req/s | × reference | p50 ms | p99 ms | CPU µs/req | Graph token from; verified-token cache |');

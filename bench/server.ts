@@ -11,14 +11,15 @@
  */
 import { createApp } from '../api/app.js';
 import { loadConfig } from '../api/config/load-config.js';
-import type { AuthState } from '../middleware/authenticate.js';
+import { authenticatedCaller } from '../middleware/app-state.js';
 import { serveForBench } from './server-harness.js';
 
 const config = loadConfig(process.env);
 const service = createApp(config);
 
 service.router.get('/bench/token', service.authenticate, async (ctx) => {
-  await service.tokens.acquire((ctx.state as AuthState).auth, config.graph.scopes);
+  // As the service's own routes call it: the token's source goes into the request's log line.
+  await service.tokens.acquire(authenticatedCaller(ctx), config.graph.scopes, { record: ctx.state.logFields });
   ctx.status = 204;
 });
 

@@ -16,7 +16,9 @@ export interface AuthState {
 export function authenticate(validate: AccessTokenValidator, realm: string) {
   return async function authenticateMiddleware(ctx: AppContext, next: Next): Promise<void> {
     const token = extractBearerToken(ctx.req.rawHeaders, ctx.querystring, realm);
-    if (await formBodyCarriesToken(ctx)) throw new InvalidRequestError('The request uses more than one method to send a token.');
+    if (ctx.is('application/x-www-form-urlencoded') && (await formBodyCarriesToken(ctx))) {
+      throw new InvalidRequestError('The request uses more than one method to send a token.');
+    }
     ctx.state.auth = await validate(token);
     await next();
   };
@@ -24,7 +26,6 @@ export function authenticate(validate: AccessTokenValidator, realm: string) {
 
 /** A form body is looked at only for a second token (no route of ours accepts one); the proxy forwards the same bytes. */
 async function formBodyCarriesToken(ctx: ParameterizedContext<RequestBodyState>): Promise<boolean> {
-  if (!ctx.is('application/x-www-form-urlencoded')) return false;
   const body = await ctx.state.readBody();
   return new URLSearchParams(body.toString('latin1')).has('access_token');
 }

@@ -18,13 +18,13 @@ export interface RequestBodyState {
  * the declared length (raw-body).
  */
 export function requestBody(maxBytes: number) {
-  return async function requestBodyMiddleware(ctx: ParameterizedContext<RequestBodyState>, next: Next): Promise<void> {
+  return function requestBodyMiddleware(ctx: ParameterizedContext<RequestBodyState>, next: Next): Promise<void> {
     const length = ctx.get('content-length');
-    if (length === '' && ctx.get('transfer-encoding') !== '') throw new LengthRequiredError();
-    if (length !== '' && Number(length) > maxBytes) throw new PayloadTooLargeError(maxBytes);
+    if (length === '' && ctx.get('transfer-encoding') !== '') return Promise.reject(new LengthRequiredError());
+    if (length !== '' && Number(length) > maxBytes) return Promise.reject(new PayloadTooLargeError(maxBytes));
     let body: Promise<Buffer> | undefined;
     ctx.state.readBody = () => (body ??= readWhole(ctx.req, length, maxBytes));
-    await next();
+    return next();
   };
 }
 

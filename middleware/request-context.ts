@@ -23,11 +23,14 @@ const REQUEST_ID_HEADERS = ['x-request-id', 'x-ms-client-request-id', 'client-re
  * the same and a request pays for no logger of its own.)
  */
 export function requestContext(logger: Logger, options: RequestContextOptions) {
+  // The line is built here from named fields only (never headers, bodies or tokens), so it
+  // skips the logger's redaction, which costs about 25 µs a line with wildcard paths (measured,
+  // README "Benchmark"). Same destination and level as `logger`.
+  const requestLog = logger.child({}, { redact: { paths: [] } });
   return async function requestContextMiddleware(ctx: AppContext, next: Next): Promise<void> {
     const started = process.hrtime.bigint();
-    const offered = REQUEST_ID_HEADERS.map((name) => ctx.get(name)).find((value) => SAFE_ID.test(value));
-    const requestId = offered ?? randomUUID();
-    const traceContext = incomingTraceContext(ctx.headers);
+    const requestId = offeredRequestId(ctx) ?? randomUUID();
+    const traceContext = ctx.headers.traceparent === undefined ? undefined : incomingTraceContext(ctx.headers);
     const { state } = ctx;
     state.requestId = requestId;
     if (traceContext) state.traceContext = traceContext;
@@ -48,10 +51,19 @@ export function requestContext(logger: Logger, options: RequestContextOptions) {
         ...caller(ctx, options),
         ...state.logFields,
       };
-      if (ctx.status >= 500) logger.error(line, 'request');
-      else logger.info(line, 'request');
+      if (ctx.status >= 500) requestLog.error(line, 'request');
+      else requestLog.info(line, 'request');
     }
   };
+}
+
+/** The caller's request id, from the first header that holds a sane one. */
+function offeredRequestId(ctx: AppContext): string | undefined {
+  for (const name of REQUEST_ID_HEADERS) {
+    const value = ctx.get(name);
+    if (value !== '' && SAFE_ID.test(value)) return value;
+  }
+  return undefined;
 }
 
 /** Who called, as far as the log may say. */

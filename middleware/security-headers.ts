@@ -18,8 +18,8 @@ const SECURITY_HEADERS: Record<string, string> = {
 };
 
 export function securityHeaders() {
-  return async function securityHeadersMiddleware(ctx: Context, next: Next): Promise<void> {
+  return function securityHeadersMiddleware(ctx: Context, next: Next): Promise<void> {
     ctx.set(SECURITY_HEADERS);
-    await next();
+    return next();
   };
 }

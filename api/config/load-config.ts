@@ -87,7 +87,7 @@ export function loadConfig(env: Environment): Config {
     allowedTenants: allowedTenants.map((t) => t.toLowerCase()),
     clockSkewSeconds: read.integer('CLOCK_SKEW_SECONDS', 300, 0, 300),
     jwksCooldownMs: read.integer('JWKS_COOLDOWN_MS', 30_000, 1_000, 3_600_000, 'below 1 s, every token naming an unknown kid would be a JWKS fetch'),
-    tokenValidationCacheMaxBytes: read.integer('TOKEN_VALIDATION_CACHE_MAX_BYTES', 16 * MIB, 0, 1024 * MIB),
+    tokenValidationCacheMaxBytes: read.integer('TOKEN_VALIDATION_CACHE_MAX_BYTES', 48 * MIB, 0, 1024 * MIB),
     exchangeTimeoutMs: read.integer('EXCHANGE_TIMEOUT_MS', 10_000, 100, 120_000),
     ...readDownstreams(read),
     ...(publicBaseUrl ? { publicBaseUrl } : {}),

@@ -11,9 +11,9 @@ import { errorCode } from '../error-code.js';
 import type { DownstreamConfig } from '../config/load-config.js';
 import { requestHeadersForDownstream, responseHeadersForCaller, type HeaderBag } from './headers.js';
 import { parseRetryAfter } from '../token/retry-after.js';
-import type { TokenProvider } from '../token/token-provider.js';
+import type { TokenProvider, TokenUseRecord } from '../token/token-provider.js';
 
-export interface DownstreamRequest {
+interface DownstreamRequest {
   method: string;
   /** Path and query under the downstream's base URL, e.g. `/v1.0/me?$select=id`; sent verbatim. */
   pathAndQuery: string;
@@ -24,6 +24,13 @@ export interface DownstreamRequest {
   requestId: string;
   /** Aborted when the caller goes away: cancels the call, or the wait before a retry. */
   signal?: AbortSignal;
+  /** Where the token's source goes: the request's log fields. */
+  record?: TokenUseRecord;
+  /**
+   * The caller's validated trace context (`traceparent`, `tracestate`), sent on when tracing is
+   * off; with tracing on, the observer puts our client span in its place.
+   */
+  traceHeaders?: Record<string, string>;
 }
 
 export interface DownstreamResponse {
@@ -65,7 +72,7 @@ export function createDownstreamClient(downstream: DownstreamConfig, tokens: Tok
       return await dispatcher.request({
         origin: base.origin,
         path: `${basePath}${req.pathAndQuery}`,
-        method: req.method as Dispatcher.HttpMethod,
+        method: req.method,
         headers: { ...headers, authorization: `Bearer ${accessToken}` },
         ...(req.body !== undefined ? { body: req.body } : {}),
         ...(req.signal ? { signal: req.signal } : {}),
@@ -83,7 +90,7 @@ export function createDownstreamClient(downstream: DownstreamConfig, tokens: Tok
 
   /** One call with a token from the provider, and the one 401 answer described above. */
   async function authorizedCall(caller: AuthenticatedCaller, req: DownstreamRequest, headers: Record<string, string>): Promise<Dispatcher.ResponseData> {
-    const acquireOptions = { correlationId: req.requestId };
+    const acquireOptions = { correlationId: req.requestId, ...(req.record ? { record: req.record } : {}) };
     const token = await tokens.acquire(caller, downstream.scopes, acquireOptions);
     const response = await call(token.accessToken, req, headers);
     if (response.statusCode !== 401) return response;
@@ -120,7 +127,7 @@ export function createDownstreamClient(downstream: DownstreamConfig, tokens: Tok
     config: downstream,
     async send(caller, req) {
       if (!req.pathAndQuery.startsWith('/')) throw new InvalidPathError('The path must start with /.');
-      const headers = { ...requestHeadersForDownstream(req.headers ?? {}), 'client-request-id': req.requestId };
+      const headers = { ...requestHeadersForDownstream(req.headers ?? {}), ...req.traceHeaders, 'client-request-id': req.requestId };
       let retries = 0;
       let waitedMs = 0;
       for (;;) {
@@ -149,7 +156,7 @@ export function createDownstreamClient(downstream: DownstreamConfig, tokens: Tok
 }
 
 /** The decoded `claims` of a `Bearer error="insufficient_claims", claims="<base64>"` challenge. */
-export function claimsChallenge(header: string | string[] | undefined): string | undefined {
+function claimsChallenge(header: string | string[] | undefined): string | undefined {
   const value = Array.isArray(header) ? header.join(', ') : header;
   if (!value || !/error\s*=\s*"?insufficient_claims"?/i.test(value)) return undefined;
   const encoded = /claims\s*=\s*"([A-Za-z0-9+/=_-]+)"/i.exec(value)?.[1];

@@ -36,6 +36,9 @@ const RESERVED_REQUEST = new Set([
   'x-request-id',
   'client-request-id',
   'x-real-ip',
+  // Trace context is ours to send: the caller's, checked (DownstreamRequest.traceHeaders), or our span's.
+  'traceparent',
+  'tracestate',
   // Method and URL tunnelling: OneDrive and SharePoint honour a method override on POST, some
   // servers take X-Original-URL over the path. Either would get past the method or path check.
   'x-http-method-override',

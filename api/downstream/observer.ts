@@ -62,9 +62,9 @@ export function observeDownstreams(
       metrics.requests.inc(labels);
       metrics.latency.observe(labels, (performance.now() - started) / 1000);
     };
-    const headers = withTraceContext(options.headers, tracing.propagationHeaders(span));
+    // Tracing off: the caller's own trace context, if any, is already in the headers (the client's `traceHeaders`).
     return dispatch(
-      { ...options, headers },
+      tracing.enabled ? { ...options, headers: withTraceContext(options.headers, tracing.propagationHeaders(span)) } : options,
       {
         onRequestStart: (controller, context) => handler.onRequestStart?.(controller, context),
         onRequestUpgrade: (controller, statusCode, responseHeaders, socket) =>

@@ -40,7 +40,7 @@ export interface TracingOptions {
   sampler?: TraceSamplerConfig;
 }
 
-export interface SpanOptions {
+interface SpanOptions {
   kind?: SpanKind;
   attributes?: Attributes;
 }
@@ -64,25 +64,25 @@ const NO_SPAN = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
  * Tracing is on when an OTLP endpoint (or, in tests, an exporter) is given. The current span
  * travels in an AsyncLocalStorage of this app, so spans nest across awaits without registering
  * a global context manager or provider: many apps in one process trace independently.
- * Off, nothing is recorded, but a caller's `traceparent` still reaches the downstream unchanged.
+ * Off, nothing is recorded and no AsyncLocalStorage runs (in Node 20 an active one taxes every
+ * promise of the process); the routes pass a caller's `traceparent` on themselves.
  */
 export function createTracing(options: TracingOptions): Tracing {
-  const contexts = new AsyncLocalStorage<Context>();
-  const current = (): Context => contexts.getStore() ?? ROOT_CONTEXT;
-  const parentOf = (incoming: SpanContext | undefined): Context => (incoming ? trace.setSpanContext(ROOT_CONTEXT, incoming) : ROOT_CONTEXT);
-
   const processor = spanProcessor(options);
   if (!processor) {
     return {
       enabled: false,
-      traceRequest: (incoming, handle) => (incoming ? contexts.run(parentOf(incoming), () => handle(NO_SPAN)) : handle(NO_SPAN)),
+      traceRequest: (_incoming, handle) => handle(NO_SPAN),
       span: (_name, work) => work(NO_SPAN),
-      // Carries the caller's context, so propagationHeaders() passes it on unchanged.
-      startSpan: () => trace.getSpan(current()) ?? NO_SPAN,
+      startSpan: () => NO_SPAN,
       propagationHeaders,
       close: async () => {},
     };
   }
+
+  const contexts = new AsyncLocalStorage<Context>();
+  const current = (): Context => contexts.getStore() ?? ROOT_CONTEXT;
+  const parentOf = (incoming: SpanContext | undefined): Context => (incoming ? trace.setSpanContext(ROOT_CONTEXT, incoming) : ROOT_CONTEXT);
 
   const provider = new BasicTracerProvider({
     resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: options.serviceName }),

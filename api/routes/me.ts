@@ -1,6 +1,6 @@
 import { authenticatedCaller, type AppContext } from '../../middleware/app-state.js';
 import type { DownstreamClient } from '../downstream/client.js';
-import { clientRequestId, disconnectSignal, relayDownstreamResponse } from './relay.js';
+import { callerTraceHeaders, clientRequestId, disconnectSignal, relayDownstreamResponse } from './relay.js';
 
 /** GET /api/me: Graph `/v1.0/me` as the caller; status, body and content type as Graph sent them. */
 export function meRoute(graph: DownstreamClient) {
@@ -11,6 +11,8 @@ export function meRoute(graph: DownstreamClient) {
       headers: { accept: 'application/json' },
       requestId: clientRequestId(ctx),
       signal: disconnectSignal(ctx),
+      record: ctx.state.logFields,
+      ...callerTraceHeaders(ctx),
     });
     await relayDownstreamResponse(ctx, response);
   };

@@ -6,7 +6,7 @@ import { proxyLinkRewrite } from '../downstream/odata-links.js';
 import { compileAllowList, type PathAllowList } from '../downstream/path-allow-list.js';
 import { parseProxyPath } from '../downstream/proxy-path.js';
 import { PROXY_PREFIX } from './proxy-prefix.js';
-import { clientRequestId, disconnectSignal, relayDownstreamResponse } from './relay.js';
+import { callerTraceHeaders, clientRequestId, disconnectSignal, relayDownstreamResponse } from './relay.js';
 
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
@@ -74,6 +74,8 @@ export function proxyRoute(clients: DownstreamClient[], options: ProxyRouteOptio
       ...(body !== undefined ? { body } : {}),
       requestId: clientRequestId(ctx),
       signal: disconnectSignal(ctx),
+      record: ctx.state.logFields,
+      ...callerTraceHeaders(ctx),
     });
     // Koa 3's ctx.origin is the Origin request header; this is where the caller reached us.
     const proxyBaseUrl = `${options.publicBaseUrl ?? `${ctx.protocol}://${ctx.host}`}${prefix[0]}`;

@@ -3,6 +3,7 @@ import type { AppContext } from '../../middleware/app-state.js';
 import { ApiError, BadGatewayError, ClientClosedRequestError, GatewayTimeoutError } from '../errors.js';
 import { errorCode } from '../error-code.js';
 import { SAFE_ID } from '../../middleware/request-context.js';
+import { traceHeaders } from '../../middleware/trace-context.js';
 import type { DownstreamResponse } from '../downstream/client.js';
 import { rewriteODataLinks, type LinkRewrite } from '../downstream/odata-links.js';
 
@@ -14,6 +15,12 @@ export function disconnectSignal(ctx: Context): AbortSignal {
     if (!ctx.res.writableFinished) controller.abort();
   });
   return controller.signal;
+}
+
+/** The caller's trace context as headers for the downstream, when it sent a valid one. */
+export function callerTraceHeaders(ctx: AppContext): { traceHeaders?: Record<string, string> } {
+  const { traceContext } = ctx.state;
+  return traceContext ? { traceHeaders: traceHeaders(traceContext) } : {};
 }
 
 /** The `client-request-id` for the downstream: the caller's when it sent a sane one, else our request id. */

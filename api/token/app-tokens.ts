@@ -3,10 +3,10 @@ import { Counter, type Registry } from 'prom-client';
 import { createTieredCache, type CacheEntry, type CacheSource, type TieredCache } from '../../cache/index.js';
 import type { Tracing } from '../observability/tracing.js';
 import type { ClientCredentialsGrant, ExchangedToken } from './exchange.js';
-import type { CachedToken, TokenProvider, TokenUse } from './token-provider.js';
+import { recordTokenUse, type CachedToken, type TokenProvider, type TokenUse, type TokenUseRecord } from './token-provider.js';
 
 /** An app token and when it expires (epoch ms). */
-export interface AppToken {
+interface AppToken {
   accessToken: string;
   expiresOn: number;
 }
@@ -15,7 +15,7 @@ export interface AppToken {
  * The API's own app token for `scopes` (one `<resource>/.default`), cached and refreshed ahead:
  * what the downstreams with `"token": "app"` and Redis's Entra authentication ask.
  */
-export type AcquireAppToken = (scopes: string[], options?: { forceRefresh?: boolean }) => Promise<AppToken & { source: CacheSource }>;
+type AcquireAppToken = (scopes: string[], options?: { forceRefresh?: boolean; record?: TokenUseRecord }) => Promise<AppToken & { source: CacheSource }>;
 
 export interface AppTokens {
   acquire: AcquireAppToken;
@@ -58,7 +58,6 @@ const PRIVATE_CACHE_BYTES = 1024 * 1024;
 export function createAppTokens(grant: ClientCredentialsGrant, options: AppTokensOptions): AppTokens {
   const now = options.now ?? Date.now;
   const cache = options.cache ?? createTieredCache<CachedToken>({ l1MaxBytes: PRIVATE_CACHE_BYTES, keyPrefix: '', logger: options.logger, now });
-  const report = options.onTokenUse ?? (() => {});
   const futile = new Map<string, number>();
   const keyOf = (scopes: string[]) => `${KEY_PREFIX}${options.clientId}:${[...new Set(scopes.map((s) => s.toLowerCase()))].sort().join(' ')}`;
 
@@ -71,6 +70,10 @@ export function createAppTokens(grant: ClientCredentialsGrant, options: AppToken
   }
 
   const acquire: AcquireAppToken = async (scopes, acquireOptions = {}) => {
+    const report = (use: TokenUse) => {
+      options.onTokenUse?.(use);
+      recordTokenUse(acquireOptions.record, 'app', use);
+    };
     let requested = false;
     const create = async () => {
       requested = true;
@@ -101,7 +104,10 @@ export function createAppTokens(grant: ClientCredentialsGrant, options: AppToken
       async acquire(_caller, scopes, acquireOptions = {}) {
         // A claims challenge on an app token: a fresh token is all the client-credentials grant can offer.
         const wantsFresh = acquireOptions.forceRefresh === true || acquireOptions.claims !== undefined;
-        const { accessToken, source } = await acquire(scopes, { forceRefresh: wantsFresh && !refreshIsFutile(keyOf(scopes)) });
+        const { accessToken, source } = await acquire(scopes, {
+          forceRefresh: wantsFresh && !refreshIsFutile(keyOf(scopes)),
+          ...(acquireOptions.record ? { record: acquireOptions.record } : {}),
+        });
         return { accessToken, source };
       },
       invalidate: (_caller, scopes) => cache.invalidate(keyOf(scopes)),
@@ -126,5 +132,12 @@ export function createTokenUseMetric(registry: Registry): (token: 'user' | 'app'
     labelNames: ['token', 'cache'] as const,
     registers: [registry],
   });
-  return (token, use) => counter.inc({ token, cache: use.cache });
+  // One child per (token, cache): eight at most, made once instead of a label hash per call.
+  const children = new Map<string, Counter.Internal>();
+  return (token, use) => {
+    const key = `${token} ${use.cache}`;
+    let child = children.get(key);
+    if (!child) children.set(key, (child = counter.labels({ token, cache: use.cache })));
+    child.inc();
+  };
 }

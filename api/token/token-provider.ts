@@ -2,6 +2,7 @@ import { LRUCache } from 'lru-cache';
 import type { CacheEntry, CacheSource, TieredCache } from '../../cache/index.js';
 import type { AuthenticatedCaller } from '../../middleware/bearer/validator.js';
 import type { Exchange, ExchangedToken } from './exchange.js';
+import type { Span } from '@opentelemetry/api';
 import { createTracing, type Tracing } from '../observability/tracing.js';
 
 /** What the cache holds for one (assertion, scope set): the downstream token and its expiry. */
@@ -10,13 +11,13 @@ export interface CachedToken {
   expiresOn: number;
 }
 
-export interface DownstreamToken {
+interface DownstreamToken {
   accessToken: string;
   /** Where it came from: l1, l2, created (an exchange), joined (another request's exchange). */
   source: CacheSource;
 }
 
-export interface AcquireOptions {
+interface AcquireOptions {
   /**
    * Skip the cached entry and replace it (after a downstream 401), unless a forced refresh of
    * this partition did not help within FUTILE_REFRESH_WINDOW_MS (see refreshDidNotHelp).
@@ -25,6 +26,26 @@ export interface AcquireOptions {
   /** A claims challenge to satisfy: always a fresh exchange. */
   claims?: string;
   correlationId?: string;
+  /** How the token was served is written here too: the request's log fields (see TokenUseRecord). */
+  record?: TokenUseRecord;
+}
+
+/**
+ * Where a request notes how its downstream token was served: the request's log fields, handed
+ * down explicitly (no AsyncLocalStorage: it would cost every await of every request).
+ */
+export interface TokenUseRecord {
+  token?: 'user' | 'app';
+  cache?: TokenUse['cache'];
+  exchangeMs?: number;
+}
+
+/** Writes one acquisition's use into the request's record. */
+export function recordTokenUse(record: TokenUseRecord | undefined, token: 'user' | 'app', use: TokenUse): void {
+  if (!record) return;
+  record.token = token;
+  record.cache = use.cache;
+  if (use.exchangeMs !== undefined) record.exchangeMs = use.exchangeMs;
 }
 
 /** How one acquisition was served, for the request's log line. */
@@ -39,7 +60,7 @@ export interface TokenProviderOptions {
   now?: () => number;
   /** Spans for the cache lookup and, inside it, the exchange. */
   tracing?: Tracing;
-  /** Told how each acquisition was served (also when it failed). */
+  /** Told how each acquisition was served (also when it failed): the app-wide metric. */
   onTokenUse?: (use: TokenUse) => void;
 }
 
@@ -75,7 +96,7 @@ const MAX_FUTILE_REFRESHES = 10_000;
 export function createTokenProvider(cache: TieredCache<CachedToken>, exchange: Exchange, options: TokenProviderOptions = {}): TokenProvider {
   const now = options.now ?? Date.now;
   const tracing = options.tracing ?? createTracing({ serviceName: 'obo-middle-tier' });
-  const report = options.onTokenUse ?? (() => {});
+  const onTokenUse = options.onTokenUse;
   // Per process: each instance forces at most one refresh per partition and window.
   const futileRefreshes = new LRUCache<string, number>({ max: MAX_FUTILE_REFRESHES });
   function refreshIsFutile(key: string): boolean {
@@ -85,8 +106,12 @@ export function createTokenProvider(cache: TieredCache<CachedToken>, exchange: E
     futileRefreshes.delete(key);
     return false;
   }
+  // The scope lists are the configuration's own arrays: normalised once each, not per request.
+  const normalised = new WeakMap<readonly string[], string>();
   function cacheKey(caller: AuthenticatedCaller, scopes: string[]): string {
-    return `${caller.tokenHash}:${normaliseScopes(scopes)}`;
+    let scopeSet = normalised.get(scopes);
+    if (scopeSet === undefined) normalised.set(scopes, (scopeSet = normaliseScopes(scopes)));
+    return `${caller.tokenHash}:${scopeSet}`;
   }
 
   function toEntry(caller: AuthenticatedCaller, token: ExchangedToken): CacheEntry<CachedToken> {
@@ -97,42 +122,45 @@ export function createTokenProvider(cache: TieredCache<CachedToken>, exchange: E
     return { value: { accessToken: token.accessToken, expiresOn: token.expiresOn }, expiresAt, refreshAt };
   }
 
-  return {
-    acquire(caller, scopes, acquireOptions = {}) {
-      return tracing.span('token cache lookup', async (span) => {
-        let exchangeMs: number | undefined;
-        const create = async () => {
-          const started = performance.now();
-          try {
-            return toEntry(
-              caller,
-              await tracing.span('OBO exchange', () =>
-                exchange({
-                  assertion: caller.token,
-                  scopes,
-                  tenantId: caller.tenantId,
-                  ...(acquireOptions.claims ? { claims: acquireOptions.claims } : {}),
-                  ...(acquireOptions.correlationId ? { correlationId: acquireOptions.correlationId } : {}),
-                }),
-              ),
-            );
-          } finally {
-            exchangeMs = Math.round((performance.now() - started) * 100) / 100;
-          }
+  /** One acquisition; `span` (tracing on) is the lookup's span. */
+  async function lookup(caller: AuthenticatedCaller, scopes: string[], acquireOptions: AcquireOptions, span?: Span): Promise<DownstreamToken> {
+    let exchangeMs: number | undefined;
+    const create = async () => {
+      const started = performance.now();
+      try {
+        const request = {
+          assertion: caller.token,
+          scopes,
+          tenantId: caller.tenantId,
+          ...(acquireOptions.claims ? { claims: acquireOptions.claims } : {}),
+          ...(acquireOptions.correlationId ? { correlationId: acquireOptions.correlationId } : {}),
         };
-        const key = cacheKey(caller, scopes);
-        const forceRefresh = (acquireOptions.forceRefresh === true && !refreshIsFutile(key)) || acquireOptions.claims !== undefined;
-        try {
-          const { entry, source } = await cache.getOrCreate(key, create, { forceRefresh });
-          span.setAttribute('obo.cache.source', source);
-          report({ cache: source === 'created' ? 'exchange' : source, ...(exchangeMs !== undefined ? { exchangeMs } : {}) });
-          return { accessToken: entry.value.accessToken, source };
-        } catch (error) {
-          report(exchangeMs !== undefined ? { cache: 'exchange', exchangeMs } : { cache: 'joined' });
-          throw error;
-        }
-      });
-    },
+        return toEntry(caller, await tracing.span('OBO exchange', () => exchange(request)));
+      } finally {
+        exchangeMs = Math.round((performance.now() - started) * 100) / 100;
+      }
+    };
+    const key = cacheKey(caller, scopes);
+    const forceRefresh = (acquireOptions.forceRefresh === true && !refreshIsFutile(key)) || acquireOptions.claims !== undefined;
+    try {
+      const { entry, source } = await cache.getOrCreate(key, create, { forceRefresh });
+      span?.setAttribute('obo.cache.source', source);
+      report(acquireOptions.record, { cache: source === 'created' ? 'exchange' : source, ...(exchangeMs !== undefined ? { exchangeMs } : {}) });
+      return { accessToken: entry.value.accessToken, source };
+    } catch (error) {
+      report(acquireOptions.record, exchangeMs !== undefined ? { cache: 'exchange', exchangeMs } : { cache: 'joined' });
+      throw error;
+    }
+  }
+  function report(record: TokenUseRecord | undefined, use: TokenUse): void {
+    onTokenUse?.(use);
+    recordTokenUse(record, 'user', use);
+  }
+
+  return {
+    // The lookup's span only when tracing is on: off, a hit pays for no wrapper.
+    acquire: (caller, scopes, acquireOptions = {}) =>
+      tracing.enabled ? tracing.span('token cache lookup', (span) => lookup(caller, scopes, acquireOptions, span)) : lookup(caller, scopes, acquireOptions),
     invalidate(caller, scopes) {
       return cache.invalidate(cacheKey(caller, scopes));
     },

@@ -8,6 +8,8 @@ const BEARER = /^bearer +(\S*)$/i;
 const B64TOKEN = /^[A-Za-z0-9\-._~+/]+=*$/;
 /** A bearer header gone wrong (`Bearer\t…`, `Bearer…` with odd spacing): a bad token, not another scheme. */
 const BEARER_LIKE = /^bearer\s/i;
+/** A well-formed header in one pass: what almost every request sends. */
+const WELL_FORMED = /^bearer +([A-Za-z0-9\-._~+/]+=*)$/i;
 
 /**
  * The bearer token of a request, from its `Authorization` header: the only method supported.
@@ -34,6 +36,9 @@ export function extractBearerToken(rawHeaders: readonly string[], querystring: s
     throw new InvalidRequestError('The request uses more than one method to send a token.');
   }
 
+  const wellFormed = WELL_FORMED.exec(header)?.[1];
+  if (wellFormed !== undefined && wellFormed.length <= MAX_TOKEN_BYTES) return wellFormed;
+  // The slow path only decides which refusal it is.
   const match = BEARER.exec(header);
   if (!match) {
     if (BEARER_LIKE.test(header) && header.trim().length > 'bearer'.length) throw new InvalidTokenError();

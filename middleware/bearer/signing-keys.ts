@@ -1,9 +1,13 @@
+import { KeyObject, type webcrypto } from 'node:crypto';
 import { createRemoteJWKSet, errors, jwksCache, type JWK, type JWSHeaderParameters, type RemoteJWKSet } from 'jose';
 import { InvalidTokenError, ServiceUnavailableError } from '../../api/errors.js';
 
 export interface SigningKeys {
-  /** jose key resolver: the key for the token's `kid`, refetching at most once per cooldown. */
-  resolve(header: JWSHeaderParameters): ReturnType<RemoteJWKSet>;
+  /**
+   * The RSA public key for the token's header, as jose's remote key set selects it (`kid`, key
+   * type, `alg`, `use`), refetching at most once per cooldown; keys under 2048 bits are refused.
+   */
+  keyFor(header: JWSHeaderParameters): Promise<KeyObject>;
   /** The published JWK for a `kid` (to read its `issuer`), from the set last fetched. */
   published(kid: string): (JWK & { issuer?: unknown }) | undefined;
   /** Whether the set last fetched still lists `kid`: a key that left it is retired (or compromised). */
@@ -46,6 +50,18 @@ export function createSigningKeys(jwksUri: string, options: SigningKeysOptions):
     [jwksCache]: fetched as Record<string, never>,
   });
   let refreshedAt = now();
+  // The node:crypto form of each key jose imported (jose keeps its CryptoKey per published JWK).
+  const keyObjects = new WeakMap<webcrypto.CryptoKey, KeyObject>();
+  function keyObjectOf(cryptoKey: webcrypto.CryptoKey): KeyObject {
+    let key = keyObjects.get(cryptoKey);
+    if (!key) {
+      key = KeyObject.from(cryptoKey);
+      // As jose requires of RS256 keys.
+      if ((key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048) throw new InvalidTokenError('The access token was signed with a key too short to trust.');
+      keyObjects.set(cryptoKey, key);
+    }
+    return key;
+  }
   // The last fetched set by kid, rebuilt only when jose has fetched a new one (a reference check).
   const publishedByKid = new Map<string, JWK & { issuer?: unknown }>();
   let indexed: FetchedSet['jwks'];
@@ -69,15 +85,16 @@ export function createSigningKeys(jwksUri: string, options: SigningKeysOptions):
   }
 
   return {
-    async resolve(header) {
+    async keyFor(header) {
       refreshIfDue();
       const retryInMs = failedAt + failureBackoffMs - now();
       if (retryInMs > 0 && (header.kid === undefined || !publishedKeys().has(header.kid))) {
         throw unavailable(retryInMs / 1000);
       }
       try {
-        return await remote(header);
+        return keyObjectOf(await remote(header));
       } catch (error) {
+        if (error instanceof InvalidTokenError) throw error;
         if (error instanceof errors.JWKSNoMatchingKey || error instanceof errors.JWKSMultipleMatchingKeys) {
           throw new InvalidTokenError('The access token was not signed by a published key.');
         }

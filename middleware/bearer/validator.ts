@@ -1,10 +1,11 @@
-import { createHash } from 'node:crypto';
-import { errors, jwtVerify, type JWTVerifyOptions } from 'jose';
+import { hash } from 'node:crypto';
 import type { Registry } from 'prom-client';
-import { ApiError, InsufficientScopeError, InvalidTokenError } from '../../api/errors.js';
+import { InsufficientScopeError, InvalidTokenError } from '../../api/errors.js';
 import type { IssuerMetadata, OpenIdMetadataSource } from './openid-metadata.js';
 import { createSigningKeys, type SigningKeys } from './signing-keys.js';
+import { isCanonicalBase64url } from './canonical-base64url.js';
 import { parseStrictJsonObject } from './strict-json.js';
+import { verifyRs256 } from './verify-rs256.js';
 import { createUserReference } from './user-reference.js';
 import { DEFAULT_VERIFIED_TOKEN_CACHE_BYTES, createVerifiedTokenCache, verifiedTokenBytes } from './verified-token-cache.js';
 
@@ -68,14 +69,12 @@ interface VerifiedToken {
 }
 
 const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const BASE64URL_SEGMENT = /^[A-Za-z0-9_-]+$/;
 /** Entra's longest lifetime (CAE, 28 h); anything longer is not an Entra access token. */
 const MAX_LIFETIME_SECONDS = 28 * 3600;
 /** Header parameters that change how a JWS is processed; Entra access tokens use none of them. */
 const REFUSED_HEADER_PARAMETERS = ['crit', 'b64', 'cty', 'enc', 'zip'];
 /** The personal Microsoft accounts (MSA) tenant. */
 const CONSUMER_TENANT_ID = '9188040d-6c67-4c5b-b112-36a304b66dad';
-const REQUIRED_CLAIMS = ['exp', 'nbf', 'iat', 'tid', 'oid', 'ver', 'iss', 'aud'];
 /** As jose decodes: invalid UTF-8 is an invalid token, not silently replaced (as Buffer#toString does). */
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -83,8 +82,8 @@ const UTF8 = new TextDecoder('utf-8', { fatal: true });
  * Validates an Entra ID access token for this API. Order matters: everything that can be
  * decided from the token's text is decided before a signing key is looked up, so forged or
  * expired tokens never cause a JWKS fetch; the scope check (403) comes only after the signature.
- * The signature and the standard claims are then checked a second time by jose's `jwtVerify`,
- * so that a slip in one layer is caught by the other.
+ * The token is parsed once, here: jose selects and imports the signing key, node:crypto checks
+ * the signature (verify-rs256.ts), so no second parse and claims pass repeats what is above.
  *
  * A token that passed is kept in the verified-token cache (one per validator): presented again,
  * it costs a SHA-256 and a lookup, plus the checks that depend on time or on the configuration
@@ -154,7 +153,7 @@ export function createAccessTokenValidator(options: AccessTokenValidatorOptions)
   }
 
   return async function validateAccessToken(token) {
-    const tokenHash = createHash('sha256').update(token).digest('base64url');
+    const tokenHash = hash('sha256', token, 'base64url');
     const cached = cache?.get(tokenHash);
     if (cached) {
       const caller = fromCache(cached, tokenHash);
@@ -175,8 +174,7 @@ export function createAccessTokenValidator(options: AccessTokenValidatorOptions)
     if (typeof header['typ'] !== 'string' || header['typ'].toUpperCase() !== 'JWT') throw invalid();
 
     // Claims, before any key lookup.
-    const nowMs = now();
-    const nowSeconds = Math.floor(nowMs / 1000);
+    const nowSeconds = Math.floor(now() / 1000);
     const { exp, nbf, iat, tid, oid, ver, iss, aud } = claims;
     if (!isTime(exp) || !isTime(nbf) || !isTime(iat)) throw invalid();
     checkTimes(exp, Math.max(nbf, iat), nowSeconds);
@@ -193,24 +191,11 @@ export function createAccessTokenValidator(options: AccessTokenValidatorOptions)
     // In single-tenant mode the issuer is concrete: it names the one tenant `tid` must be.
     if (!options.multiTenant && !expectedIssuer.toLowerCase().includes(`/${tenantId}/`)) throw invalid();
 
+    // The signature last: every claim above is already the one it signs.
     const keySet = signingKeys(metadata);
-    const verifyOptions: JWTVerifyOptions = {
-      algorithms: ['RS256'],
-      issuer: expectedIssuer,
-      audience: options.audiences,
-      typ: 'JWT',
-      clockTolerance: skew,
-      maxTokenAge: MAX_LIFETIME_SECONDS + skew,
-      requiredClaims: REQUIRED_CLAIMS,
-      currentDate: new Date(nowMs),
-    };
-    try {
-      await jwtVerify(token, (protectedHeader) => keySet.resolve(protectedHeader), verifyOptions);
-    } catch (error) {
-      if (error instanceof ApiError) throw error;
-      if (error instanceof errors.JOSEError) throw invalid();
-      throw error;
-    }
+    const key = await keySet.keyFor({ alg: 'RS256', kid });
+    const signingInputLength = (segments[0] ?? '').length + 1 + (segments[1] ?? '').length;
+    if (!(await verifyRs256(token.slice(0, signingInputLength), Buffer.from(segments[2] ?? '', 'base64url'), key))) throw invalid();
     // A key that names its issuer vouches only for that issuer's tenant.
     const keyIssuer = keySet.published(kid)?.issuer;
     if (typeof keyIssuer === 'string') {
@@ -247,14 +232,6 @@ export function createAccessTokenValidator(options: AccessTokenValidatorOptions)
 
 function invalid(message?: string): InvalidTokenError {
   return new InvalidTokenError(message);
-}
-
-/**
- * Only the canonical encoding: base64url decoders ignore the spare bits of the last character,
- * so without this check a token whose last character was changed would still verify.
- */
-function isCanonicalBase64url(segment: string): boolean {
-  return BASE64URL_SEGMENT.test(segment) && Buffer.from(segment, 'base64url').toString('base64url') === segment;
 }
 
 /** The segment's text; '' (which no parse accepts) for bytes that are not UTF-8. */

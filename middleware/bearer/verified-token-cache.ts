@@ -24,8 +24,11 @@ export interface VerifiedTokenCacheOptions {
   registry?: Registry;
 }
 
-/** The default budget: about 6,000 typical (1.5 KB) Entra tokens. */
-export const DEFAULT_VERIFIED_TOKEN_CACHE_BYTES = 16 * 1024 * 1024;
+/**
+ * The default budget: about 20,000 typical (1.3-1.5 KB) Entra tokens at about 2.4 KB accounted
+ * each, a little more than the users the default L1 budget (64 MiB) holds.
+ */
+export const DEFAULT_VERIFIED_TOKEN_CACHE_BYTES = 48 * 1024 * 1024;
 
 /**
  * Accounted size of one entry, on the high side of its heap cost so that the budget also bounds

@@ -67,7 +67,7 @@ describe('bearer hardening: consumer accounts, typ, UTF-8 (issues 9, 10.10, 10.1
     });
   });
 
-  describe('typ: Entra access tokens say "JWT", and jose checks it too (10.14)', () => {
+  describe('typ: Entra access tokens say "JWT" (10.14)', () => {
     let api: TestService;
     before(async () => {
       api = await startService(emulator);
@@ -119,6 +119,13 @@ describe('bearer hardening: consumer accounts, typ, UTF-8 (issues 9, 10.10, 10.1
         const token = issuer.sign(withNameBytes(json, bad));
         expect(await refusal(validate()(token)), bad.toString('hex')).to.be.instanceOf(InvalidTokenError);
       }
+    });
+
+    it('a token signed by a published RSA key shorter than 2048 bits is refused (as jose refuses it); the same claims under a 2048-bit key pass', async () => {
+      const shortKid = issuer.addKey(1024);
+      const claims = issuer.claims();
+      expect(await refusal(validate()(issuer.sign(claims, { kid: shortKid })))).to.be.instanceOf(InvalidTokenError);
+      expect((await validate()(issuer.sign(claims))).objectId).to.equal(claims['oid']);
     });
 
     it('a header with invalid UTF-8 is refused', async () => {

