@@ -1,13 +1,9 @@
 import type { Next, ParameterizedContext } from 'koa';
 import type { AppContext } from './app-state.js';
-import type { AccessTokenValidator, AuthenticatedCaller } from './bearer/validator.js';
+import type { AccessTokenValidator } from './bearer/validator.js';
 import type { RequestBodyState } from './request-body.js';
 import { extractBearerToken } from './bearer/extract-bearer.js';
 import { InvalidRequestError } from '../api/errors.js';
-
-export interface AuthState {
-  auth: AuthenticatedCaller;
-}
 
 /**
  * Takes the bearer token from the `Authorization` header (the only method supported), validates

@@ -122,28 +122,31 @@ export function createTokenProvider(cache: TieredCache<CachedToken>, exchange: E
     return { value: { accessToken: token.accessToken, expiresOn: token.expiresOn }, expiresAt, refreshAt };
   }
 
+  /** The exchange behind a cache miss, as a cache entry; `took` is told how long it ran (ms). */
+  async function exchangeFor(caller: AuthenticatedCaller, scopes: string[], acquireOptions: AcquireOptions, took: (ms: number) => void): Promise<CacheEntry<CachedToken>> {
+    const started = performance.now();
+    try {
+      const request = {
+        assertion: caller.token,
+        scopes,
+        tenantId: caller.tenantId,
+        ...(acquireOptions.claims ? { claims: acquireOptions.claims } : {}),
+        ...(acquireOptions.correlationId ? { correlationId: acquireOptions.correlationId } : {}),
+      };
+      return toEntry(caller, await tracing.span('OBO exchange', () => exchange(request)));
+    } finally {
+      took(Math.round((performance.now() - started) * 100) / 100);
+    }
+  }
+
   /** One acquisition; `span` (tracing on) is the lookup's span. */
   async function lookup(caller: AuthenticatedCaller, scopes: string[], acquireOptions: AcquireOptions, span?: Span): Promise<DownstreamToken> {
     let exchangeMs: number | undefined;
-    const create = async () => {
-      const started = performance.now();
-      try {
-        const request = {
-          assertion: caller.token,
-          scopes,
-          tenantId: caller.tenantId,
-          ...(acquireOptions.claims ? { claims: acquireOptions.claims } : {}),
-          ...(acquireOptions.correlationId ? { correlationId: acquireOptions.correlationId } : {}),
-        };
-        return toEntry(caller, await tracing.span('OBO exchange', () => exchange(request)));
-      } finally {
-        exchangeMs = Math.round((performance.now() - started) * 100) / 100;
-      }
-    };
     const key = cacheKey(caller, scopes);
     const forceRefresh = (acquireOptions.forceRefresh === true && !refreshIsFutile(key)) || acquireOptions.claims !== undefined;
     try {
-      const { entry, source } = await cache.getOrCreate(key, create, { forceRefresh });
+      // On a hit these closures are allocated, never run: only a miss exchanges.
+      const { entry, source } = await cache.getOrCreate(key, () => exchangeFor(caller, scopes, acquireOptions, (ms) => (exchangeMs = ms)), { forceRefresh });
       span?.setAttribute('obo.cache.source', source);
       report(acquireOptions.record, { cache: source === 'created' ? 'exchange' : source, ...(exchangeMs !== undefined ? { exchangeMs } : {}) });
       return { accessToken: entry.value.accessToken, source };
