@@ -139,7 +139,7 @@ export function createApp(config: Config, deps: AppDependencies = {}): Service {
   const l2 = redisConnection ? createRedisStore(redisConnection) : undefined;
   const cache: TieredCache<CachedToken> = createTieredCache<CachedToken>({
     l1MaxBytes: config.cache.l1MaxBytes,
-    ...(l2 ? { l2, encryption: config.cache.encryption, l2StartupWaitMs: config.cache.l2StartupWaitMs } : {}),
+    ...(l2 ? { l2, encryption: config.cache.encryption, l2StartupWaitMs: config.cache.l2StartupWaitMs, peerFill: config.cache.peerFill } : {}),
     keyPrefix: config.cache.keyPrefix,
     logger,
     registry,

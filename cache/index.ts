@@ -4,8 +4,8 @@
  * values, whatever they are: it knows nothing of HTTP, tokens or msal.
  */
 export { createTieredCache } from './tiered-cache.js';
-export type { CacheEntry, CacheSource, InvalidationHealth, TieredCache, TieredCacheOptions } from './types.js';
-export type { RedisCredentials, RedisCredentialSource } from './redis-credentials.js';
+export type { CacheEntry, CacheSource, TieredCache, TieredCacheOptions } from './types.js';
+export type { RedisCredentialSource } from './redis-credentials.js';
 export { parseEncryptionKeys, createEnvelope, type EncryptionKey } from './envelope.js';
 export { createRedisConnection, createRedisStore } from './redis-store.js';
 export { CircuitBreaker } from './breaker.js';

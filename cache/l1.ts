@@ -7,6 +7,16 @@ export interface L1Record<V> {
   bytes: number;
   /** After a failed background refresh, the next attempt waits until this time. */
   retryRefreshAt?: number;
+  /** Set when this instance's own create() made the entry (not an L2 read or a peer fill): see `Created`. */
+  created?: Created;
+}
+
+/** When this instance's create() of an entry started, on both clocks (a resync keeps such entries: cache/README.md). */
+export interface Created {
+  /** Wall clock (the cache's `now`), compared with invalidation markers written by any instance. */
+  wallMs: number;
+  /** performance.now(), compared with this instance's own heartbeat times. */
+  monoMs: number;
 }
 
 export type L1RemovalReason = 'capacity' | 'expired';
@@ -26,9 +36,11 @@ export function estimateBytes(key: string, jsonLength: number): number {
 export class L1<V> {
   private readonly lru: LRUCache<string, L1Record<V>> | undefined;
   private readonly now: () => number;
+  private readonly maxBytes: number;
 
   constructor(options: { maxBytes: number; now: () => number; onRemove?: (reason: L1RemovalReason) => void }) {
     this.now = options.now;
+    this.maxBytes = options.maxBytes;
     const onRemove = options.onRemove;
     this.lru =
       options.maxBytes > 0
@@ -57,11 +69,36 @@ export class L1<V> {
     return record;
   }
 
-  set(key: string, entry: CacheEntry<V>, bytes: number): void {
+  /** Like get(), without making the entry the most recently used. */
+  peek(key: string): L1Record<V> | undefined {
+    const record = this.lru?.peek(key);
+    if (record === undefined || record.entry.expiresAt <= this.now()) return undefined;
+    return record;
+  }
+
+  /** Whether `bytes` more fit without evicting anything (replacing `key`'s record, if any). */
+  hasRoomFor(key: string, bytes: number): boolean {
+    if (!this.lru) return false;
+    const replaced = this.lru.peek(key)?.bytes ?? 0;
+    return this.lru.calculatedSize - replaced + bytes <= this.maxBytes;
+  }
+
+  set(key: string, entry: CacheEntry<V>, bytes: number, created?: Created): void {
     if (!this.lru) return;
     const ttl = entry.expiresAt - this.now();
     if (!(ttl > 0)) return;
-    this.lru.set(key, { entry, bytes }, { ttl: Math.ceil(ttl) });
+    this.lru.set(key, created ? { entry, bytes, created } : { entry, bytes }, { ttl: Math.ceil(ttl) });
+  }
+
+  /** The live records this instance created itself, from `monoMs` on (a resync's candidates to keep). */
+  createdSince(monoMs: number): [string, L1Record<V>][] {
+    const found: [string, L1Record<V>][] = [];
+    if (!this.lru) return found;
+    const now = this.now();
+    for (const [key, record] of this.lru.entries()) {
+      if (record.created && record.created.monoMs >= monoMs && record.entry.expiresAt > now) found.push([key, record]);
+    }
+    return found;
   }
 
   delete(key: string): void {

@@ -55,15 +55,23 @@ export class L2Entries<V> {
    * in the same flight, whose bad value was already counted and logged by the first.
    */
   async read(key: string, recheck = false): Promise<L2Read<V>> {
-    const fullKey = this.prefix + key;
     let raw: Buffer | null;
     try {
-      raw = await this.l2.get(fullKey);
+      raw = await this.l2.get(this.prefix + key);
     } catch (err) {
       this.diagnostics.l2Failed('get', err);
       return 'unavailable';
     }
     if (raw === null) return 'miss';
+    return this.open(key, raw, recheck);
+  }
+
+  /**
+   * Opens a sealed value of `key` (read from L2, or sent by another instance as a peer fill);
+   * expired or unopenable values are misses. `recheck`: its failure was counted already.
+   */
+  open(key: string, raw: Buffer, recheck = false): Found<V> | 'miss' {
+    const fullKey = this.prefix + key;
     let text: string;
     let entry: CacheEntry<V>;
     try {
@@ -80,11 +88,20 @@ export class L2Entries<V> {
     return { entry, bytes: estimateBytes(key, text.length) };
   }
 
-  /** `json` is the entry's serialised plaintext; `ttlMs` > 0. */
-  async write(key: string, json: string, ttlMs: number): Promise<void> {
-    const fullKey = this.prefix + key;
-    const sealed = this.envelope.seal(json, fullKey);
-    await this.diagnostics.l2Call('set', () => this.l2.set(fullKey, sealed, ttlMs));
+  /** The envelope `key`'s value is stored in (and sent to peers in): `json` is the entry's serialised plaintext. */
+  seal(key: string, json: string): Buffer {
+    return this.envelope.seal(json, this.prefix + key);
+  }
+
+  /** `ttlMs` > 0. Whether the store took it (a failure is counted and logged). */
+  async write(key: string, sealed: Buffer, ttlMs: number): Promise<boolean> {
+    try {
+      await this.l2.set(this.prefix + key, sealed, ttlMs);
+      return true;
+    } catch (err) {
+      this.diagnostics.l2Failed('set', err);
+      return false;
+    }
   }
 
   async delete(key: string): Promise<void> {

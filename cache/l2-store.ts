@@ -15,6 +15,11 @@
 export interface L2Store {
   /** The stored bytes, or null when absent or expired. */
   get(key: string): Promise<Buffer | null>;
+  /**
+   * Optional: the values of several keys in one round trip (MGET), in order, null where absent.
+   * Without it, the cache sends the GETs at once.
+   */
+  getMany?(keys: string[]): Promise<(Buffer | null)[]>;
   /** Store bytes that expire by themselves after ttlMs (> 0). */
   set(key: string, value: Buffer, ttlMs: number): Promise<void>;
   del(key: string): Promise<void>;

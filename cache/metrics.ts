@@ -6,6 +6,8 @@ import type { L1RemovalReason } from './l1.js';
 
 export type CreateTrigger = 'miss' | 'force' | 'refresh';
 export type RefreshResult = 'ok' | 'error' | 'adopted' | 'skipped';
+type PeerFillResult = 'applied' | 'blocked' | 'kept_newer' | 'no_room' | 'unusable';
+type WriteBackResult = 'ok' | 'error' | 'superseded';
 
 /** Read at scrape time, so the hot path never touches a gauge. */
 export interface MetricSources {
@@ -37,6 +39,8 @@ export class CacheMetrics {
   readonly lockWaitTimeout: Counter.Internal;
   readonly l1Rechecked: Counter;
   readonly resynced: Counter;
+  /** Entries this instance created during a gap, at the resync: kept (no marker since) or dropped. */
+  readonly resyncChecked: Counter<'result'>;
   private readonly creates: Counter<'trigger' | 'result'>;
   private readonly createSeconds: Histogram<'trigger'>;
   private readonly l1Removals: Counter<'reason'>;
@@ -46,6 +50,8 @@ export class CacheMetrics {
   private readonly refreshes: Counter<'result'>;
   private readonly invalidations: Counter<'origin'>;
   private readonly startupWaits: Counter<'result'>;
+  private readonly peerFills: Counter<'result'>;
+  private readonly writeBacks: Counter<'result'>;
   private readonly registry: Registry;
 
   constructor(registry: Registry, sources: MetricSources) {
@@ -54,7 +60,12 @@ export class CacheMetrics {
       throw new CacheConfigError('this registry already holds obo_cache_* metrics: use one registry per cache');
     }
     const registers = [registry];
-    const hits = new Counter({ name: 'obo_cache_hits_total', help: 'getOrCreate calls answered from a cache level', labelNames: ['level'] as const, registers });
+    const hits = new Counter({
+      name: 'obo_cache_hits_total',
+      help: 'getOrCreate calls answered from a cache level',
+      labelNames: ['level'] as const,
+      registers,
+    });
     this.l1Hit = hits.labels({ level: 'l1' });
     this.l2Hit = hits.labels({ level: 'l2' });
     this.miss = new Counter({
@@ -187,10 +198,29 @@ export class CacheMetrics {
       help: 'Times L1 was dropped because invalidations may have been missed (the subscriber was disconnected, or a heartbeat was lost)',
       registers,
     });
+    this.resyncChecked = new Counter({
+      name: 'obo_cache_resync_created_total',
+      help: 'Entries this instance created during an invalidation gap, checked against their invalidation markers at the resync: kept (none since their creation) or dropped (a marker, or the check failed)',
+      labelNames: ['result'],
+      registers,
+    });
 
     this.startupWaits = new Counter({
       name: 'obo_cache_l2_startup_waits_total',
       help: "Misses that waited for L2's first connection after start (l2StartupWaitMs): result=connected or timed_out (then created without L2)",
+      labelNames: ['result'] as const,
+      registers,
+    });
+
+    this.peerFills = new Counter({
+      name: 'obo_cache_peer_fills_total',
+      help: "Entries another instance created and sent (peer fill): applied to L1, blocked (a recent invalidation or resync), kept_newer (L1's was as new), no_room (L1 full; fills never evict), unusable (did not open, or expired)",
+      labelNames: ['result'] as const,
+      registers,
+    });
+    this.writeBacks = new Counter({
+      name: 'obo_cache_l2_writebacks_total',
+      help: 'Entries created while L2 was unreachable, written to L2 once invalidations flowed again: ok, error (kept for the next try), superseded (L1 no longer held it)',
       labelNames: ['result'] as const,
       registers,
     });
@@ -203,6 +233,8 @@ export class CacheMetrics {
     for (const result of ['ok', 'error', 'adopted', 'skipped'] as const) this.refreshes.labels({ result }).inc(0);
     for (const origin of ['local', 'remote'] as const) this.invalidations.labels({ origin }).inc(0);
     for (const result of ['connected', 'timed_out'] as const) this.startupWaits.labels({ result }).inc(0);
+    for (const result of ['applied', 'blocked', 'kept_newer', 'no_room', 'unusable'] as const) this.peerFills.labels({ result }).inc(0);
+    for (const result of ['ok', 'error', 'superseded'] as const) this.writeBacks.labels({ result }).inc(0);
     for (const reason of DECRYPT_FAILURES) this.decryptFailures.labels({ reason }).inc(0);
     for (const trigger of ['miss', 'force', 'refresh'] as const) {
       for (const result of ['ok', 'error'] as const) this.creates.labels({ trigger, result }).inc(0);
@@ -240,6 +272,14 @@ export class CacheMetrics {
 
   l2StartupWaited(result: 'connected' | 'timed_out'): void {
     this.startupWaits.labels({ result }).inc();
+  }
+
+  peerFilled(result: PeerFillResult): void {
+    this.peerFills.labels({ result }).inc();
+  }
+
+  wroteBack(result: WriteBackResult, count = 1): void {
+    this.writeBacks.labels({ result }).inc(count);
   }
 
   invalidated(origin: 'local' | 'remote'): void {

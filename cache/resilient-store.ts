@@ -45,6 +45,11 @@ class ResilientStore implements L2Store {
     return this.run('get', () => this.inner.get(key));
   }
 
+  getMany(keys: string[]): Promise<(Buffer | null)[]> {
+    const inner = this.inner;
+    return this.run('get', () => (inner.getMany ? inner.getMany(keys) : Promise.all(keys.map((key) => inner.get(key)))));
+  }
+
   set(key: string, value: Buffer, ttlMs: number): Promise<void> {
     return this.run('set', () => this.inner.set(key, value, ttlMs));
   }

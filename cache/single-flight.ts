@@ -1,6 +1,12 @@
-/** Shared with a running flight: set when the key is invalidated meanwhile (do not cache the result). */
+/** Shared with a running flight. */
 export interface FlightState {
+  /** The key was invalidated meanwhile: do not cache the result. */
   stale: boolean;
+  /**
+   * A resync (invalidations may have been missed) happened meanwhile: what the flight read from
+   * L2 is not cached, and what its own create() made only after its invalidation marker says so.
+   */
+  resynced: boolean;
 }
 
 /**
@@ -16,7 +22,7 @@ export class FlightGroup<T> {
 
   /** Runs `run` as the key's flight. The caller has checked that none is in flight. */
   start(key: string, run: (state: FlightState) => Promise<T>): Promise<T> {
-    const state: FlightState = { stale: false };
+    const state: FlightState = { stale: false, resynced: false };
     const promise = run(state);
     const flight = { promise, state };
     this.flights.set(key, flight);
@@ -32,8 +38,8 @@ export class FlightGroup<T> {
     if (flight) flight.state.stale = true;
   }
 
-  markAllStale(): void {
-    for (const flight of this.flights.values()) flight.state.stale = true;
+  markAllResynced(): void {
+    for (const flight of this.flights.values()) flight.state.resynced = true;
   }
 
   /** Every flight now in progress (for a bounded wait at close). */

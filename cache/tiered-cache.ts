@@ -6,7 +6,8 @@ import { CacheDiagnostics, describe, hint } from './diagnostics.js';
 import { serialise } from './entry-codec.js';
 import { CacheClosedError, CacheConfigError, CacheKeyError } from './errors.js';
 import { InvalidationBus } from './invalidation-bus.js';
-import { estimateBytes, L1, type L1Record } from './l1.js';
+import { InvalidationMarkers, MARKER_NAMESPACE } from './invalidation-markers.js';
+import { estimateBytes, L1, type Created, type L1Record } from './l1.js';
 import { L2Entries, l2Envelope, type Found } from './l2-entries.js';
 import type { L2Store } from './l2-store.js';
 import { CacheMetrics, type CreateTrigger, type RefreshResult } from './metrics.js';
@@ -14,16 +15,34 @@ import { FlightGroup, type FlightState } from './single-flight.js';
 import type { CacheEntry, CacheSource, GetOrCreateOptions, InvalidationHealth, TieredCache, TieredCacheOptions } from './types.js';
 
 const CLOSE_WAIT_MS = 2_000;
+/** Entries created while L2 was unreachable, remembered for their write-back (the oldest go first beyond this). */
+const MAX_WRITE_BACKS = 10_000;
+/** Write-backs in flight at once. */
+const WRITE_BACK_BATCH = 100;
+/** How long a re-check of an entry awaiting its write-back waits for invalidations to be confirmed flowing. */
+const WRITE_BACK_SYNC_WAIT_MS = 2_000;
 
 type Result<V> = { entry: CacheEntry<V>; source: CacheSource };
 type Create<V> = () => Promise<CacheEntry<V>>;
 
-/** L2 and what the cache builds on it: its entries, the cross-instance lock, the invalidation bus. */
+/** L2 and what the cache builds on it: its entries, the cross-instance lock, the invalidation bus and its markers. */
 interface Shared<V> {
   store: L2Store;
   entries: L2Entries<V>;
   locks: CrossInstanceLocks;
   bus: InvalidationBus;
+  markers: InvalidationMarkers;
+}
+
+/** A resync's check of the entries this instance created during the gap, held out of L1 until their markers answer. */
+interface ResyncCheck<V> {
+  /** Still candidates: an invalidation received meanwhile removes its key. */
+  records: Map<string, L1Record<V>>;
+  /** Those that were awaiting their write-back. */
+  writeBacks: Map<string, CacheEntry<V>>;
+  /** performance.now() of the resync's heartbeat echo: the kept entries are current as of then. */
+  at: number;
+  done: Promise<void>;
 }
 
 export function createTieredCache<V>(options: TieredCacheOptions): TieredCache<V> {
@@ -55,6 +74,14 @@ class TwoLevelCache<V> implements TieredCache<V> {
    */
   private startup: Promise<boolean> | undefined;
   private readonly startupWaitMs: number;
+  /**
+   * Entries created while L2 was unreachable (so only in our L1): written to L2 once
+   * invalidations are confirmed flowing again without a gap. Dropped with their L1 copy.
+   */
+  private readonly writeBacks = new Map<string, CacheEntry<V>>();
+  private writingBack = false;
+  /** The last resync's marker check, while it runs (see `resync`). */
+  private checking: ResyncCheck<V> | undefined;
 
   constructor(options: TieredCacheOptions) {
     const l1MaxBytes = options.l1MaxBytes;
@@ -92,17 +119,22 @@ class TwoLevelCache<V> implements TieredCache<V> {
         this.dropLocal(key);
         this.metrics.invalidated('remote');
       };
+      // Peer fill needs an L1 to fill.
+      const peerFill = (options.peerFill ?? true) && l1MaxBytes > 0;
       this.l2 = {
         store,
         entries: new L2Entries<V>(store, { prefix, envelope, now: this.now, metrics: this.metrics, diagnostics }),
         locks: new CrossInstanceLocks(store, { prefix, settings: locking, closing, diagnostics }),
+        markers: new InvalidationMarkers(store, { prefix, diagnostics }),
         bus: new InvalidationBus(store, {
           prefix,
           closing,
           log: this.log,
           diagnostics,
           onRemote,
-          onResync: () => this.dropAllLocal(),
+          onResync: () => this.resync(),
+          onSynced: () => void this.writeBack(),
+          ...(peerFill ? { onFill: (key: string, sealed: Buffer, blocked: boolean) => this.peerFilled(key, sealed, blocked) } : {}),
           ...(options.invalidationDelayMs !== undefined ? { delayMs: options.invalidationDelayMs } : {}),
         }),
       };
@@ -143,7 +175,9 @@ class TwoLevelCache<V> implements TieredCache<V> {
     this.metrics.invalidated('local');
     const l2 = this.l2;
     if (!l2 || this.closed) return;
-    await l2.entries.delete(key);
+    l2.bus.noteInvalidated(key);
+    // The marker before the PUBLISH: an instance that misses the message finds the marker at its resync.
+    await Promise.all([l2.markers.write(key, this.now()), l2.entries.delete(key)]);
     await l2.bus.publish(key);
   }
 
@@ -157,7 +191,8 @@ class TwoLevelCache<V> implements TieredCache<V> {
     }
     if (health.status !== 'up') return { l2: 'degraded', detail: health.detail ?? 'L2 degraded' };
     if (!l2.bus.active) return { l2: 'degraded', detail: 'invalidation subscription not active yet' };
-    if (!l2.bus.trusted()) return { l2: 'degraded', detail: `invalidations not confirmed within ${l2.bus.delayMs} ms; L1 hits re-checked against L2` };
+    if (!l2.bus.trusted())
+      return { l2: 'degraded', detail: `invalidations not confirmed within ${l2.bus.delayMs} ms; L1 hits re-checked against L2` };
     return { l2: 'up' };
   }
 
@@ -223,6 +258,16 @@ class TwoLevelCache<V> implements TieredCache<V> {
     // Just started: the entry is likely in L2 already, so wait (bounded) for the connection.
     const startup = this.startup;
     if (startup) this.metrics.l2StartupWaited((await startup) ? 'connected' : 'timed_out');
+    // Held out of L1 by a resync while its marker is read: wait for the answer (one round trip).
+    const checking = this.checking;
+    if (checking?.records.has(key)) {
+      await checking.done;
+      const kept = this.l1.peek(key);
+      if (kept && !state.stale && !state.resynced) {
+        this.metrics.l1Hit.inc();
+        return { entry: kept.entry, source: 'l1' };
+      }
+    }
     const found = await l2.entries.read(key);
     if (typeof found === 'object') {
       this.metrics.l2Hit.inc();
@@ -232,6 +277,17 @@ class TwoLevelCache<V> implements TieredCache<V> {
     if (unconfirmed) {
       // L2 unreachable: no invalidation can be published either, so L1 serves as in any outage.
       if (found === 'unavailable') {
+        this.metrics.l1Hit.inc();
+        return { entry: unconfirmed.entry, source: 'l1' };
+      }
+      // Created while L2 was unreachable, so never in L2: its absence there says nothing. Once
+      // deliveries are confirmed (every invalidation executed before then has arrived and would
+      // have dropped it), it is served, and its write-back runs.
+      if (
+        this.writeBacks.get(key) === unconfirmed.entry &&
+        (await l2.bus.nextSync(WRITE_BACK_SYNC_WAIT_MS)) &&
+        this.l1.peek(key)?.entry === unconfirmed.entry
+      ) {
         this.metrics.l1Hit.inc();
         return { entry: unconfirmed.entry, source: 'l1' };
       }
@@ -287,8 +343,13 @@ class TwoLevelCache<V> implements TieredCache<V> {
     if (inFlight) return this.join(inFlight);
     return this.forced.start(key, async (state) => {
       const result = await this.createAndStore(key, create, state, 'force', { supersede: true });
-      // The other instances drop their L1 copy and read the new entry from L2.
-      if (this.l2 && !state.stale) await this.l2.bus.publish(key);
+      // The other instances drop their L1 copy and read the new entry from L2 (fills of older ones are not taken).
+      const l2 = this.l2;
+      if (l2 && !state.stale) {
+        l2.bus.noteInvalidated(key);
+        await l2.markers.write(key, this.now());
+        await l2.bus.publish(key);
+      }
       return result;
     });
   }
@@ -309,10 +370,13 @@ class TwoLevelCache<V> implements TieredCache<V> {
     // L2 already failed this flight (reading, or taking the lock): do not pay another timeout writing.
     const writeL2 = lock?.status !== 'unavailable';
     const started = performance.now();
+    const created: Created = { wallMs: this.now(), monoMs: started };
     let entry: CacheEntry<V>;
     let json: string;
+    let createdAt: number;
     try {
       entry = await create();
+      createdAt = performance.now();
       json = serialise(entry);
     } catch (err) {
       this.metrics.created(trigger, false, (performance.now() - started) / 1000);
@@ -324,22 +388,108 @@ class TwoLevelCache<V> implements TieredCache<V> {
       this.loads.markStale(key);
       this.refreshes.markStale(key);
     }
-    await this.store(key, entry, json, state, writeL2);
+    await this.store(key, entry, json, state, { writeL2, createdAt, created, fill: !how.supersede });
     lock?.release();
     return { entry, source: 'created' };
   }
 
-  private async store(key: string, entry: CacheEntry<V>, json: string, state: FlightState, writeL2: boolean): Promise<void> {
+  /**
+   * L1, then (bounded) L2 and a peer fill. When L2 cannot take it, the entry waits for its
+   * write-back. `fill`: forced entries are not sent (their invalidation follows; peers read L2).
+   */
+  private async store(
+    key: string,
+    entry: CacheEntry<V>,
+    json: string,
+    state: FlightState,
+    how: { writeL2: boolean; createdAt: number; created: Created; fill: boolean },
+  ): Promise<void> {
+    if (state.stale || !(entry.expiresAt > this.now())) return;
+    const l2 = this.l2;
+    // Created across a resync: an invalidation it missed may have come after the create() started.
+    if (state.resynced && !(l2 && (await this.notInvalidatedSince(l2, key, how.created)) && !state.stale)) return;
     const ttl = entry.expiresAt - this.now();
-    if (state.stale || !(ttl > 0)) return;
-    this.l1.set(key, entry, estimateBytes(key, json.length));
-    if (!this.l2 || !writeL2 || this.closed) return;
-    await this.l2.entries.write(key, json, ttl);
+    if (!(ttl > 0)) return;
+    this.l1.set(key, entry, estimateBytes(key, json.length), how.created);
+    if (!l2 || this.closed) return;
+    const sealed = l2.entries.seal(key, json);
+    if (!how.writeL2 || !(await l2.entries.write(key, sealed, ttl))) {
+      this.holdForWriteBack(key, entry);
+      return;
+    }
+    // A fill sent late could arrive after an invalidation that superseded it (cache/README.md, "Peer fill").
+    if (how.fill && l2.bus.fills && !state.stale && !this.closed && performance.now() - how.createdAt <= l2.bus.fillMaxAgeMs)
+      void l2.bus.publishFill(key, sealed);
+  }
+
+  // --- peer fill and write-back ----------------------------------------------------------
+
+  /** Another instance created `key`'s entry: into L1, unless ours is as new or it does not fit without evicting. */
+  private peerFilled(key: string, sealed: Buffer, blocked: boolean): void {
+    const l2 = this.l2;
+    if (!l2 || this.closed) return;
+    if (blocked) return this.metrics.peerFilled('blocked');
+    const found = checkKey(key) ? 'miss' : l2.entries.open(key, sealed);
+    if (found === 'miss') return this.metrics.peerFilled('unusable');
+    const current = this.l1.peek(key);
+    if (current && current.entry.expiresAt >= found.entry.expiresAt) return this.metrics.peerFilled('kept_newer');
+    if (!this.l1.hasRoomFor(key, found.bytes)) return this.metrics.peerFilled('no_room');
+    this.l1.set(key, found.entry, found.bytes);
+    this.metrics.peerFilled('applied');
+  }
+
+  private holdForWriteBack(key: string, entry: CacheEntry<V>): void {
+    if (this.closed || this.l1.peek(key)?.entry !== entry) return;
+    this.writeBacks.delete(key); // re-inserted last: the oldest is first in line to go
+    this.writeBacks.set(key, entry);
+    if (this.writeBacks.size > MAX_WRITE_BACKS) {
+      const oldest = this.writeBacks.keys().next().value;
+      if (oldest !== undefined) this.writeBacks.delete(oldest);
+    }
+  }
+
+  /**
+   * After a heartbeat echo (invalidations flowing, no gap left): the entries created while L2 was
+   * unreachable go to L2, so the other instances find them there. One the L1 no longer holds as
+   * it was is not written; one dropped (invalidated) while its write was in flight is deleted again.
+   */
+  private async writeBack(currentAt?: number): Promise<void> {
+    const l2 = this.l2;
+    if (!l2 || this.writingBack || this.writeBacks.size === 0 || this.closed) return;
+    this.writingBack = true;
+    try {
+      // Every invalidation Redis executed before the echo that started this has been seen (or, for
+      // entries kept at a resync, `currentAt`, its marker was): the entries are current as of then,
+      // so they are sent to the peers too, within the fills' age bound.
+      const since = currentAt ?? performance.now();
+      const pending = [...this.writeBacks];
+      for (let i = 0; i < pending.length && l2.bus.trusted() && !this.closed; i += WRITE_BACK_BATCH) {
+        await Promise.all(pending.slice(i, i + WRITE_BACK_BATCH).map(([key, entry]) => this.writeBackOne(l2, key, entry, since)));
+      }
+    } finally {
+      this.writingBack = false;
+    }
+  }
+
+  private async writeBackOne(l2: Shared<V>, key: string, entry: CacheEntry<V>, since: number): Promise<void> {
+    if (this.writeBacks.get(key) !== entry) return;
+    const ttl = entry.expiresAt - this.now();
+    if (this.l1.peek(key)?.entry !== entry || !(ttl > 0)) {
+      this.writeBacks.delete(key);
+      return this.metrics.wroteBack('superseded');
+    }
+    const sealed = l2.entries.seal(key, serialise(entry));
+    if (!(await l2.entries.write(key, sealed, ttl))) return this.metrics.wroteBack('error');
+    this.metrics.wroteBack('ok');
+    if (this.writeBacks.get(key) === entry) {
+      this.writeBacks.delete(key);
+      if (l2.bus.fills && !this.closed && performance.now() - since <= l2.bus.fillMaxAgeMs) void l2.bus.publishFill(key, sealed);
+    } else if (this.l1.peek(key)?.entry !== entry) await l2.entries.delete(key); // dropped meanwhile: do not leave it in L2
   }
 
   /** Puts an entry read from L2 into L1 and, if it is past refreshAt, starts its refresh. */
   private adopt(key: string, found: Found<V>, state: FlightState, create: Create<V>): void {
-    if (!state.stale) this.l1.set(key, found.entry, found.bytes);
+    if (!state.stale && !state.resynced) this.l1.set(key, found.entry, found.bytes);
     const refreshAt = found.entry.refreshAt;
     if (refreshAt !== undefined && this.now() >= refreshAt) this.maybeRefresh(key, create, undefined);
   }
@@ -391,19 +541,70 @@ class TwoLevelCache<V> implements TieredCache<V> {
   }
 
   /**
-   * After invalidations may have been missed: drops all of L1, and keeps loads and refreshes in
-   * flight (they may have read L2 before the gap) from caching. Forced creates read nothing.
+   * After invalidations may have been missed: drops L1, and keeps loads and refreshes in flight
+   * from caching what they read from L2 (maybe before the gap); what their own create() makes is
+   * checked against its marker when it finishes (`store`). Forced creates read nothing. The entries
+   * this instance created itself since its last confirmed delivery are held out of L1 and put back
+   * (with their write-backs) if their keys' invalidation markers show no invalidation since their
+   * creation (cache/README.md, "Entries created during a gap"). L2 read or peer-filled ones are not:
+   * they may have been invalidated after they were read.
    */
-  private dropAllLocal(): void {
+  private resync(): void {
+    const l2 = this.l2;
+    const now = performance.now();
+    const since = l2?.bus.lastSyncMonoMs ?? Number.NEGATIVE_INFINITY;
+    const candidates = l2
+      ? this.l1.createdSince(since).filter(([, record]) => record.created && InvalidationMarkers.checkable(now - record.created.monoMs))
+      : [];
+    const writeBacks = new Map<string, CacheEntry<V>>();
+    for (const [key, record] of candidates) if (this.writeBacks.get(key) === record.entry) writeBacks.set(key, record.entry);
     this.l1.clear();
-    this.loads.markAllStale();
-    this.refreshes.markAllStale();
+    this.writeBacks.clear();
+    this.loads.markAllResynced();
+    this.refreshes.markAllResynced();
     this.metrics.resynced.inc();
+    this.checking = undefined;
+    if (!l2 || candidates.length === 0 || this.closed) return;
+    const check: ResyncCheck<V> = { records: new Map(candidates), writeBacks, at: now, done: Promise.resolve() };
+    this.checking = check;
+    check.done = this.keepNotInvalidated(l2, check);
+  }
+
+  /** Whether `key`'s marker shows no invalidation since `created` (see `resync`); false when it cannot tell. */
+  private async notInvalidatedSince(l2: Shared<V>, key: string, created: Created): Promise<boolean> {
+    if (!InvalidationMarkers.checkable(performance.now() - created.monoMs)) return false;
+    return (await l2.markers.notInvalidated([{ key, createdWallMs: created.wallMs }])).has(key);
+  }
+
+  private async keepNotInvalidated(l2: Shared<V>, check: ResyncCheck<V>): Promise<void> {
+    const asked = [...check.records].flatMap(([key, record]) => (record.created ? [{ key, createdWallMs: record.created.wallMs }] : []));
+    const kept = await l2.markers.notInvalidated(asked);
+    // A later resync replaced this check (and dropped its candidates).
+    if (this.checking !== check) return;
+    this.checking = undefined;
+    if (this.closed) return;
+    let keptCount = 0;
+    for (const [key, record] of check.records) {
+      // Not if invalidated meanwhile (gone from `records`), or if L1 holds something newer by now.
+      if (!kept.has(key) || this.l1.peek(key)) continue;
+      this.l1.set(key, record.entry, record.bytes, record.created);
+      keptCount += 1;
+      if (check.writeBacks.get(key) === record.entry) this.holdForWriteBack(key, record.entry);
+    }
+    this.metrics.resyncChecked.inc({ result: 'kept' }, keptCount);
+    this.metrics.resyncChecked.inc({ result: 'dropped' }, asked.length - keptCount);
+    if (keptCount > 0) {
+      const counts = { kept: keptCount, dropped: asked.length - keptCount };
+      this.log.info(counts, 'cache: kept the entries created here during the gap that no invalidation marker refers to');
+    }
+    void this.writeBack(check.at);
   }
 
   /** Drops the L1 copy and keeps anything in flight for the key from caching its result. */
   private dropLocal(key: string): void {
     this.l1.delete(key);
+    this.writeBacks.delete(key);
+    this.checking?.records.delete(key);
     this.loads.markStale(key);
     this.forced.markStale(key);
     this.refreshes.markStale(key);
@@ -413,6 +614,8 @@ class TwoLevelCache<V> implements TieredCache<V> {
 function checkKey(key: string): CacheKeyError | undefined {
   if (typeof key !== 'string' || key.length === 0) return new CacheKeyError('cache key must be a non-empty string');
   if (key.startsWith(LOCK_NAMESPACE)) return new CacheKeyError(`cache keys may not start with "${LOCK_NAMESPACE}" (reserved for locks)`);
+  if (key.startsWith(MARKER_NAMESPACE))
+    return new CacheKeyError(`cache keys may not start with "${MARKER_NAMESPACE}" (reserved for invalidation markers)`);
   return undefined;
 }
 

@@ -84,6 +84,13 @@ export interface TieredCacheOptions {
    * even across a subscriber disconnection (cache/README.md, "No lost invalidations"). Default 5000 ms.
    */
   invalidationDelayMs?: number;
+  /**
+   * Peer fill: an entry this instance creates is also sent (in its L2 envelope, over the
+   * invalidation bus's connection) to the other instances, which put it in their L1 if it fits
+   * without evicting, so a user's token is in every L1 before an outage of L2 (cache/README.md,
+   * "Peer fill"). One PUBLISH per create. Default true (CACHE_PEER_FILL).
+   */
+  peerFill?: boolean;
   /** Never logs values or full keys (only a short key prefix). */
   logger: Logger;
   /** Per-app registry for the obo_cache_* metrics (one cache per registry). A private one when absent. */

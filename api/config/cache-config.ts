@@ -11,6 +11,8 @@ export interface CacheConfig {
   l2TimeoutMs: number;
   /** After start, how long /readyz stays 503 and a cache miss waits for Redis's first connection. */
   l2StartupWaitMs: number;
+  /** Peer fill (CACHE_PEER_FILL): an instance's new entries also go to the other instances' L1. */
+  peerFill: boolean;
   /** `off` only when CACHE_ENCRYPTION=off was set explicitly. */
   encryption: EncryptionKey[] | 'off';
 }
@@ -44,6 +46,7 @@ export function readCacheConfig(read: EnvReader): CacheConfig {
     ...(redis ? { redis } : {}),
     l2TimeoutMs: read.integer('CACHE_L2_TIMEOUT_MS', 100, 1, 60_000),
     l2StartupWaitMs: read.integer('CACHE_L2_STARTUP_WAIT_MS', 3_000, 0, 60_000),
+    peerFill: read.oneOf('CACHE_PEER_FILL', 'on', ['on', 'off']) === 'on',
     encryption,
   };
 }

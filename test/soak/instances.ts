@@ -30,6 +30,13 @@ export interface CacheCounters {
   createErrors: number;
   l2Errors: number;
   l2Skipped: number;
+  /** Entries another instance created, put in this L1 (peer fill). */
+  peerFills: number;
+  /** Entries created while Redis was unreachable, written to it once it was back. */
+  writeBacks: number;
+  /** Entries an instance created during an invalidation gap, kept at its resync (no marker since) or dropped. */
+  resyncKept: number;
+  resyncDropped: number;
 }
 
 const ZERO: CacheCounters = {
@@ -42,6 +49,10 @@ const ZERO: CacheCounters = {
   createErrors: 0,
   l2Errors: 0,
   l2Skipped: 0,
+  peerFills: 0,
+  writeBacks: 0,
+  resyncKept: 0,
+  resyncDropped: 0,
 };
 
 export class ApiInstance {
@@ -174,10 +185,10 @@ function add(a: CacheCounters, b: CacheCounters): CacheCounters {
 }
 
 /** The counters of a Prometheus text exposition (only the series the soak reads). */
-export function parseCounters(text: string): CacheCounters {
+function parseCounters(text: string): CacheCounters {
   const counters = { ...ZERO };
   for (const line of text.split('\n')) {
-    const match = /^(obo_cache_[a-z_]+)(?:\{([^}]*)\})? ([0-9.eE+-]+)$/.exec(line);
+    const match = /^(obo_cache_[a-z0-9_]+)(?:\{([^}]*)\})? ([0-9.eE+-]+)$/.exec(line);
     if (!match) continue;
     const [, name, labelText = '', valueText] = match;
     const labels = new Map([...labelText.matchAll(/(\w+)="([^"]*)"/g)].map((m): [string, string] => [m[1] ?? '', m[2] ?? '']));
@@ -192,6 +203,10 @@ export function parseCounters(text: string): CacheCounters {
       else if (labels.get('trigger') === 'refresh') counters.createsRefresh += value;
     } else if (name === 'obo_cache_l2_errors_total') counters.l2Errors += value;
     else if (name === 'obo_cache_l2_skipped_total') counters.l2Skipped += value;
+    else if (name === 'obo_cache_peer_fills_total' && labels.get('result') === 'applied') counters.peerFills += value;
+    else if (name === 'obo_cache_l2_writebacks_total' && labels.get('result') === 'ok') counters.writeBacks += value;
+    else if (name === 'obo_cache_resync_created_total' && labels.get('result') === 'kept') counters.resyncKept += value;
+    else if (name === 'obo_cache_resync_created_total' && labels.get('result') === 'dropped') counters.resyncDropped += value;
   }
   return counters;
 }

@@ -32,8 +32,8 @@ export interface SoakRequest {
   retryAfter?: string;
 }
 
-export const ROUTES = ['/api/me', '/api/graph/v1.0/me'] as const;
-export const HOT_ROUTE = '/api/graph/v1.0/me/messages';
+const ROUTES = ['/api/me', '/api/graph/v1.0/me'] as const;
+const HOT_ROUTE = '/api/graph/v1.0/me/messages';
 export const HOT_USER = 0;
 
 export interface LoadOptions {

@@ -24,7 +24,7 @@ export interface Window {
   detail?: string;
 }
 
-export interface Check {
+interface Check {
   name: string;
   passed: boolean;
   detail: string;
@@ -39,7 +39,7 @@ interface Phase {
 }
 
 /** One second of the run, by the time the requests were sent. */
-export interface Second {
+interface Second {
   t: number;
   sent: number;
   ok: number;
@@ -75,6 +75,11 @@ export interface RunResult {
     coldAfterRestart: number;
     /** Exchanges (request log) for users the fleet had cached, by when: during a Redis outage, the restart, or otherwise. */
     againForCachedUsers: Record<string, number>;
+    /**
+     * Every token issued beyond a user's first (request log), by why the earlier one could not
+     * serve: see EXTRA_CAUSES. `unexplained` is what the service should not have done.
+     */
+    extraByCause: Record<ExtraCause, number>;
   };
   shares: {
     l1: number;
@@ -126,7 +131,22 @@ interface AnalyseInput {
 
 const OBO_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 
-export function percentile(sorted: readonly number[], p: number): number {
+/**
+ * Why a user's token was issued again. Both named causes need a Redis outage: with Redis
+ * unreachable no entry can reach Redis or another instance, and after the kill the subscriber's
+ * gap makes every instance drop its L1, but for the entries it created itself that no invalidation
+ * marker refers to (cache/README.md, "No lost invalidations", "Entries created during a gap").
+ */
+const EXTRA_CAUSES = {
+  'same outage, other instance':
+    'the earlier token was issued by the other instance during the same Redis outage (or its settle time): it was only in that L1',
+  'issued in the kill, not in Redis yet':
+    'the earlier token was issued while Redis was down (killed), so it never reached Redis, and the next request found it neither there nor in L1: asked of the other instance before the write-back (on a Cluster, an L2 circuit breaker opened by timeouts to the killed master stays open 5 s, past the settle time), or was dropped at a resync (its marker check did not answer, or found a marker: obo_cache_resync_created_total{result="dropped"})',
+  unexplained: 'neither: the earlier token should have served',
+} as const;
+type ExtraCause = keyof typeof EXTRA_CAUSES;
+
+function percentile(sorted: readonly number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
 }
@@ -188,10 +208,12 @@ export function analyse(input: AnalyseInput): RunResult {
   const users = new Set([...Array.from({ length: input.warm.users }, (_, i) => i), ...reqs.map((r) => r.user)]);
   const distinctUsers = users.size;
   const bound = distinctUsers + counters.createsRefresh + counters.createsForce;
-  const userOf = new Map<string, { user: number; at: number }>([
+  const userOf = new Map<string, { user: number; at: number; error?: string }>([
     ...[...input.warm.requestUsers].map(([id, user]): [string, { user: number; at: number }] => [id, { user, at: -1 }]),
-    ...reqs.map((r): [string, { user: number; at: number }] => [r.requestId, r]),
+    ...reqs.map((r): [string, { user: number; at: number; error?: string }] => [r.requestId, r]),
   ]);
+  /** Each user's issued tokens (request log): when, and by which instance. */
+  const issued = new Map<number, { at: number; instance: string }[]>();
   const exchangesOf = new Map<number, number>();
   let coldAfterRestart = 0;
   /** Exchanges for users the fleet had cached (L2), by when they happened. */
@@ -204,6 +226,10 @@ export function analyse(input: AnalyseInput): RunResult {
       if (line.cache === 'l1' || line.cache === 'l2' || line.cache === 'joined' || line.cache === 'exchange') lineCache[line.cache] += 1;
       if (line.cache !== 'exchange') continue;
       exchangesOf.set(request.user, (exchangesOf.get(request.user) ?? 0) + 1);
+      // Refused by the throttle window, or answered 429 by Entra: no token was issued.
+      if (!(line.status === 503 && request.error === 'temporarily_unavailable')) {
+        issued.set(request.user, [...(issued.get(request.user) ?? []), { at: request.at, instance: instance.name }]);
+      }
       if (cachedAt(request.user, request.at)) {
         const during = inOutage(request.at)
           ? 'Redis outage'
@@ -213,6 +239,24 @@ export function analyse(input: AnalyseInput): RunResult {
         again[during] = (again[during] ?? 0) + 1;
       }
       if (instance === instances[0] && line.lifetime > 1 && cachedAt(request.user, request.at)) coldAfterRestart += 1;
+    }
+  }
+  const extraByCause: Record<ExtraCause, number> = {
+    'same outage, other instance': 0,
+    'issued in the kill, not in Redis yet': 0,
+    unexplained: 0,
+  };
+  const outageOf = (t: number): Window | undefined => outages.find((w) => t >= w.start && t <= w.end + REDIS_SETTLE_SECONDS);
+  for (const tokens of issued.values()) {
+    tokens.sort((x, y) => x.at - y.at);
+    for (let i = 1; i < tokens.length; i++) {
+      const earlier = tokens[i - 1];
+      const now = tokens[i];
+      if (!earlier || !now) continue;
+      const during = outageOf(earlier.at);
+      if (during && outageOf(now.at) === during && now.instance !== earlier.instance) extraByCause['same outage, other instance'] += 1;
+      else if (during?.name === 'redis-kill' && now.at > during.end) extraByCause['issued in the kill, not in Redis yet'] += 1;
+      else extraByCause.unexplained += 1;
     }
   }
   const perUser: Record<string, number> = { '0': 0, '1': 0, '2': 0, '3+': 0 };
@@ -233,6 +277,7 @@ export function analyse(input: AnalyseInput): RunResult {
     perUser,
     coldAfterRestart,
     againForCachedUsers: again,
+    extraByCause,
   };
 
   const answered = counters.l1Hits + counters.l2Hits + counters.joins + counters.createsMiss + counters.createsForce;
@@ -318,7 +363,11 @@ export function analyse(input: AnalyseInput): RunResult {
     {
       name: 'exchanges ≤ distinct users + refreshes + forced refreshes',
       passed: exchanges.ok <= bound,
-      detail: `${exchanges.ok} exchanges ≤ ${distinctUsers} users + ${counters.createsRefresh} refreshes + ${counters.createsForce} forced = ${bound}`,
+      detail: `${exchanges.ok} exchanges ≤ ${distinctUsers} users + ${counters.createsRefresh} refreshes + ${counters.createsForce} forced = ${bound}; beyond each user's first, by cause: ${Object.entries(
+        extraByCause,
+      )
+        .map(([cause, n]) => `${cause} ${n}`)
+        .join(', ')}`,
     },
     {
       name: 'every request completed during the rolling restart (0 connection errors at the balancer)',
@@ -412,9 +461,15 @@ export function renderMarkdown(results: SoakResults): string {
       }.`,
       '',
     );
+    out.push(
+      `Tokens issued beyond each user's first, by why the earlier one could not serve: ${(Object.keys(EXTRA_CAUSES) as ExtraCause[])
+        .map((cause) => `${cause} (${EXTRA_CAUSES[cause]}): ${fmt(e.extraByCause[cause])}`)
+        .join('; ')}.`,
+      '',
+    );
     const c = run.shares.counters;
     out.push(
-      `Token answers (obo_cache_* of both instances, every lifetime): L1 ${run.shares.l1} %, L2 ${run.shares.l2} %, joined another's exchange ${run.shares.joined} %, exchange ${run.shares.exchange} % (${fmt(c.l1Hits)} / ${fmt(c.l2Hits)} / ${fmt(c.joins)} / ${fmt(c.createsMiss + c.createsForce)}; ${fmt(c.createErrors)} failed creates, ${fmt(c.l2Errors)} L2 errors, ${fmt(c.l2Skipped)} L2 operations skipped).`,
+      `Token answers (obo_cache_* of both instances, every lifetime): L1 ${run.shares.l1} %, L2 ${run.shares.l2} %, joined another's exchange ${run.shares.joined} %, exchange ${run.shares.exchange} % (${fmt(c.l1Hits)} / ${fmt(c.l2Hits)} / ${fmt(c.joins)} / ${fmt(c.createsMiss + c.createsForce)}; ${fmt(c.createErrors)} failed creates, ${fmt(c.l2Errors)} L2 errors, ${fmt(c.l2Skipped)} L2 operations skipped; ${fmt(c.peerFills)} entries taken from another instance (peer fill), ${fmt(c.writeBacks)} written to Redis after an outage; created during an invalidation gap and checked at the resync: ${fmt(c.resyncKept)} kept, ${fmt(c.resyncDropped)} dropped).`,
       '',
     );
     out.push('| Phase | Requests | Failed | p50 ms | p99 ms |', '|---|---:|---:|---:|---:|');

@@ -121,6 +121,8 @@ async function soak(mode: 'single' | 'cluster', settings: Settings, log: (text: 
     );
     const baseUrl = await balancer.start();
     for (const instance of instances) await balancer.until(instance.name, true);
+    // An instance takes no peer fill in its first second after its first sync (cache/README.md, "Peer fill").
+    await sleep(1_000);
     log(`${mode}: instances ${instances.map((i) => `${i.name} pid ${i.pid} :${i.port}`).join(', ')}; balancer ${baseUrl}`);
 
     // Token endpoint requests, collected from the emulator's bounded request log as they happen.
