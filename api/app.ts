@@ -84,7 +84,11 @@ export function createApp(config: Config, deps: AppDependencies = {}): Service {
   const registry = deps.registry ?? new Registry();
   collectDefaultMetrics({ register: registry });
   const { otlpEndpoint, serviceName, sampler } = config.observability;
-  const tracing = createTracing({ serviceName, sampler, ...(deps.traceExporter ? { exporter: deps.traceExporter } : otlpEndpoint ? { otlpEndpoint } : {}) });
+  const tracing = createTracing({
+    serviceName,
+    sampler,
+    ...(deps.traceExporter ? { exporter: deps.traceExporter } : otlpEndpoint ? { otlpEndpoint } : {}),
+  });
   // One pool for the token endpoint and the downstreams: keep-alive, bounded per origin. Calls
   // to a downstream are traced, timed and counted here, whatever route makes them.
   const downstreamOrigins = new Map(Object.values(config.downstreams).map((d) => [new URL(d.baseUrl).origin, d.name]));
@@ -127,14 +131,10 @@ export function createApp(config: Config, deps: AppDependencies = {}): Service {
   const redis = config.cache.redis;
   // REDIS_AUTH=entra: every Redis connection authenticates with the API's own token for Redis
   // (its own grant, with this instance's Retry-After windows: the shared ones live in that Redis).
-  const redisEntra =
-    redis?.auth === 'entra'
-      ? createRedisEntraCredentials(
-          appGrant(),
-          { clientId: config.clientId, logger, now },
-        )
-      : undefined;
-  const redisConnection = redis ? { ...redis, commandTimeoutMs: config.cache.l2TimeoutMs, logger, ...(redisEntra ? { credentials: redisEntra.source } : {}) } : undefined;
+  const redisEntra = redis?.auth === 'entra' ? createRedisEntraCredentials(appGrant(), { clientId: config.clientId, logger, now }) : undefined;
+  const redisConnection = redis
+    ? { ...redis, commandTimeoutMs: config.cache.l2TimeoutMs, logger, ...(redisEntra ? { credentials: redisEntra.source } : {}) }
+    : undefined;
   // The cache owns (and closes) the store; Entra's throttling windows share it and its bounds.
   const l2 = redisConnection ? createRedisStore(redisConnection) : undefined;
   const cache: TieredCache<CachedToken> = createTieredCache<CachedToken>({
@@ -170,10 +170,14 @@ export function createApp(config: Config, deps: AppDependencies = {}): Service {
   // The metric here; the request's log line gets the same through each acquisition's `record`.
   const tokenUses = createTokenUseMetric(registry);
   // The API's own tokens (`"token": "app"` downstreams): one per scope set for all callers, in the same cache.
-  const appTokens = createAppTokens(
-    appGrant({ registry, throttle }),
-    { clientId: config.clientId, cache, logger, tracing, onTokenUse: (use) => tokenUses('app', use), now },
-  );
+  const appTokens = createAppTokens(appGrant({ registry, throttle }), {
+    clientId: config.clientId,
+    cache,
+    logger,
+    tracing,
+    onTokenUse: (use) => tokenUses('app', use),
+    now,
+  });
   const limiters = createRateLimiters(config, logger, redisEntra?.source);
   // One client per downstream, all on the one pooled dispatcher; /api/me and /api/graph share Graph's.
   const graph = createDownstreamClient(config.graph, tokens, dispatcher);
@@ -184,7 +188,10 @@ export function createApp(config: Config, deps: AppDependencies = {}): Service {
       .map((downstream) => createDownstreamClient(downstream, downstream.token === 'app' ? appTokens.provider : tokens, dispatcher)),
   ];
   const realm = `api://${config.clientId}`;
-  const authenticateCaller = authenticate(tracing.enabled ? (token) => tracing.span('validate access token', () => validate(token)) : validate, realm);
+  const authenticateCaller = authenticate(
+    tracing.enabled ? (token) => tracing.span('validate access token', () => validate(token)) : validate,
+    realm,
+  );
   const openApiDocument = loadOpenApiDocument();
 
   // Case-sensitive, as the gate below is: `/API/me` must not reach a route the gate did not guard.

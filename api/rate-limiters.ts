@@ -24,7 +24,15 @@ export function createRateLimiters(config: Config, logger: Logger, redisCredenti
   const limits = { user: config.rateLimit.perUser, ip: config.rateLimit.perIp };
   const redisConfig = config.cache.redis;
   const needsStore = limits.user > 0 || limits.ip > 0;
-  const redis = redisConfig && needsStore ? createRedisConnection({ ...redisConfig, commandTimeoutMs: config.cache.l2TimeoutMs, logger, ...(redisCredentials ? { credentials: redisCredentials } : {}) }) : undefined;
+  const redis =
+    redisConfig && needsStore
+      ? createRedisConnection({
+          ...redisConfig,
+          commandTimeoutMs: config.cache.l2TimeoutMs,
+          logger,
+          ...(redisCredentials ? { credentials: redisCredentials } : {}),
+        })
+      : undefined;
   if (redis) {
     let lastWarned = 0;
     redis.on('error', (error: Error) => {

@@ -84,7 +84,11 @@ export const downstreamEntrySchema = downstreamSchema
   .superRefine((entry, ctx) => {
     // Entra's client-credentials grant takes one resource, named as `<resource>/.default`.
     if (entry.token === 'app' && (entry.scopes.length !== 1 || !entry.scopes[0]?.endsWith('/.default'))) {
-      ctx.addIssue({ code: 'custom', path: ['scopes'], message: 'an app token ("token": "app") is for one resource: expected exactly one scope "<resource>/.default"' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['scopes'],
+        message: 'an app token ("token": "app") is for one resource: expected exactly one scope "<resource>/.default"',
+      });
     }
   });
 

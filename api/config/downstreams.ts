@@ -110,7 +110,10 @@ function readDownstreamApis(read: EnvReader, graph: DownstreamConfig): Record<st
       }
     } else if (named.success && !taken) {
       if (parsed.data.token === 'app' && multiTenant) {
-        read.problem(NAME, `${where}.token: app tokens come from the API's home tenant: set AZURE_TENANT_ID to a tenant id or domain, not ${multiTenant}`);
+        read.problem(
+          NAME,
+          `${where}.token: app tokens come from the API's home tenant: set AZURE_TENANT_ID to a tenant id or domain, not ${multiTenant}`,
+        );
       }
       const { timeoutMs = graph.timeoutMs, maxRetries = graph.maxRetries, ...fields } = parsed.data;
       downstreams[name] = { name, ...fields, timeoutMs, maxRetries, maxRetryWaitMs: graph.maxRetryWaitMs };

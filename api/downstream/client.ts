@@ -1,12 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Dispatcher } from 'undici';
 import type { AuthenticatedCaller } from '../../middleware/bearer/validator.js';
-import {
-  BadGatewayError,
-  ClientClosedRequestError,
-  GatewayTimeoutError,
-  InvalidPathError,
-} from '../errors.js';
+import { BadGatewayError, ClientClosedRequestError, GatewayTimeoutError, InvalidPathError } from '../errors.js';
 import { errorCode } from '../error-code.js';
 import type { DownstreamConfig } from '../config/load-config.js';
 import { requestHeadersForDownstream, responseHeadersForCaller, type HeaderBag } from './headers.js';
@@ -89,7 +84,11 @@ export function createDownstreamClient(downstream: DownstreamConfig, tokens: Tok
   }
 
   /** One call with a token from the provider, and the one 401 answer described above. */
-  async function authorizedCall(caller: AuthenticatedCaller, req: DownstreamRequest, headers: Record<string, string>): Promise<Dispatcher.ResponseData> {
+  async function authorizedCall(
+    caller: AuthenticatedCaller,
+    req: DownstreamRequest,
+    headers: Record<string, string>,
+  ): Promise<Dispatcher.ResponseData> {
     const acquireOptions = { correlationId: req.requestId, ...(req.record ? { record: req.record } : {}) };
     const token = await tokens.acquire(caller, downstream.scopes, acquireOptions);
     const response = await call(token.accessToken, req, headers);

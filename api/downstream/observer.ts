@@ -63,33 +63,30 @@ export function observeDownstreams(
       metrics.latency.observe(labels, (performance.now() - started) / 1000);
     };
     // Tracing off: the caller's own trace context, if any, is already in the headers (the client's `traceHeaders`).
-    return dispatch(
-      tracing.enabled ? { ...options, headers: withTraceContext(options.headers, tracing.propagationHeaders(span)) } : options,
-      {
-        onRequestStart: (controller, context) => handler.onRequestStart?.(controller, context),
-        onRequestUpgrade: (controller, statusCode, responseHeaders, socket) =>
-          handler.onRequestUpgrade?.(controller, statusCode, responseHeaders, socket),
-        onResponseStart(controller, statusCode, responseHeaders, statusMessage) {
-          if (!answered) {
-            answered = true;
-            record(String(statusCode));
-            span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, statusCode);
-            if (statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
-          }
-          return handler.onResponseStart?.(controller, statusCode, responseHeaders, statusMessage);
-        },
-        onResponseData: (controller, chunk) => handler.onResponseData?.(controller, chunk),
-        onResponseEnd(controller, trailers) {
-          span.end();
-          return handler.onResponseEnd?.(controller, trailers);
-        },
-        onResponseError(controller, error) {
-          if (!answered) record('error');
-          failed(span, error);
-          return handler.onResponseError?.(controller, error);
-        },
+    return dispatch(tracing.enabled ? { ...options, headers: withTraceContext(options.headers, tracing.propagationHeaders(span)) } : options, {
+      onRequestStart: (controller, context) => handler.onRequestStart?.(controller, context),
+      onRequestUpgrade: (controller, statusCode, responseHeaders, socket) =>
+        handler.onRequestUpgrade?.(controller, statusCode, responseHeaders, socket),
+      onResponseStart(controller, statusCode, responseHeaders, statusMessage) {
+        if (!answered) {
+          answered = true;
+          record(String(statusCode));
+          span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, statusCode);
+          if (statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+        }
+        return handler.onResponseStart?.(controller, statusCode, responseHeaders, statusMessage);
       },
-    );
+      onResponseData: (controller, chunk) => handler.onResponseData?.(controller, chunk),
+      onResponseEnd(controller, trailers) {
+        span.end();
+        return handler.onResponseEnd?.(controller, trailers);
+      },
+      onResponseError(controller, error) {
+        if (!answered) record('error');
+        failed(span, error);
+        return handler.onResponseError?.(controller, error);
+      },
+    });
   };
 }
 

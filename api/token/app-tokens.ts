@@ -15,7 +15,10 @@ interface AppToken {
  * The API's own app token for `scopes` (one `<resource>/.default`), cached and refreshed ahead:
  * what the downstreams with `"token": "app"` and Redis's Entra authentication ask.
  */
-type AcquireAppToken = (scopes: string[], options?: { forceRefresh?: boolean; record?: TokenUseRecord }) => Promise<AppToken & { source: CacheSource }>;
+type AcquireAppToken = (
+  scopes: string[],
+  options?: { forceRefresh?: boolean; record?: TokenUseRecord },
+) => Promise<AppToken & { source: CacheSource }>;
 
 export interface AppTokens {
   acquire: AcquireAppToken;

@@ -136,7 +136,8 @@ function certificateSlot(slot: CredentialSlot, initial: CertificateCredential, l
       const info = await stat(loaded.path, { bigint: true });
       version = `${info.dev}:${info.ino}:${info.size}:${info.mtimeNs}`;
     } catch {
-      if (badVersion !== 'missing') log.warn({ credential: slot }, 'credential: the certificate file cannot be read; keeping the previous certificate');
+      if (badVersion !== 'missing')
+        log.warn({ credential: slot }, 'credential: the certificate file cannot be read; keeping the previous certificate');
       badVersion = 'missing';
       return;
     }

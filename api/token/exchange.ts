@@ -95,7 +95,11 @@ export function createExchange(options: ExchangeOptions): Exchange {
   const throttle = options.throttle ?? createLocalThrottleWindows(now);
   const endpoint = tokenEndpoint(options);
   const duration = options.registry
-    ? requestDuration(options.registry, 'obo_exchange_duration_seconds', 'Duration of OBO exchanges with Microsoft Entra ID, by result (ok or the error code answered)')
+    ? requestDuration(
+        options.registry,
+        'obo_exchange_duration_seconds',
+        'Duration of OBO exchanges with Microsoft Entra ID, by result (ok or the error code answered)',
+      )
     : undefined;
 
   return async function exchange(request) {
@@ -142,7 +146,11 @@ export function createClientCredentialsGrant(options: ClientCredentialsOptions):
   const endpoint = tokenEndpoint(options);
   const authority = `${options.authorityHost}/${options.tenantId}`;
   const duration = options.registry
-    ? requestDuration(options.registry, 'app_token_request_duration_seconds', 'Duration of client-credentials (app token) requests to Microsoft Entra ID, by result')
+    ? requestDuration(
+        options.registry,
+        'app_token_request_duration_seconds',
+        'Duration of client-credentials (app token) requests to Microsoft Entra ID, by result',
+      )
     : undefined;
 
   return async function grant(scopes) {
@@ -166,7 +174,9 @@ export function createClientCredentialsGrant(options: ClientCredentialsOptions):
 }
 
 type TokenCall = (client: ConfidentialClientApplication) => Promise<AuthenticationResult | null>;
-type CallResult = { result: AuthenticationResult; error?: undefined; record: TokenEndpointRecord } | { result?: undefined; error: unknown; record: TokenEndpointRecord };
+type CallResult =
+  | { result: AuthenticationResult; error?: undefined; record: TokenEndpointRecord }
+  | { result?: undefined; error: unknown; record: TokenEndpointRecord };
 
 /**
  * One request to the token endpoint, with the credential source's current credential; when
@@ -175,7 +185,9 @@ type CallResult = { result: AuthenticationResult; error?: undefined; record: Tok
 function tokenEndpoint(options: TokenEndpointOptions): { call(authority: string, run: TokenCall, outcomes?: ExchangeOutcomes): Promise<CallResult> } {
   const host = new URL(options.authorityHost).host;
   const credentials =
-    'attempts' in options.credential ? options.credential : createCredentialSource(options.credential, { logger: options.logger, ...(options.now ? { now: options.now } : {}) });
+    'attempts' in options.credential
+      ? options.credential
+      : createCredentialSource(options.credential, { logger: options.logger, ...(options.now ? { now: options.now } : {}) });
 
   function client(authority: string, auth: ClientAuth, record: TokenEndpointRecord): ConfidentialClientApplication {
     const configuration: Configuration = {
@@ -211,7 +223,14 @@ function tokenEndpoint(options: TokenEndpointOptions): { call(authority: string,
         return { error: new ServerConfigurationError({ code: 'credential_unreadable', misconfiguration: true }), record: {} };
       }
       if (attempts.length === 0) {
-        return { error: new ServerConfigurationError({ code: 'invalid_client', reason: 'every configured credential was refused lately', misconfiguration: true }), record: {} };
+        return {
+          error: new ServerConfigurationError({
+            code: 'invalid_client',
+            reason: 'every configured credential was refused lately',
+            misconfiguration: true,
+          }),
+          record: {},
+        };
       }
       let last: CallResult = { error: new Error('no attempt'), record: {} };
       for (const attempt of attempts) {
@@ -284,7 +303,10 @@ function unavailable(error: unknown, record: TokenEndpointRecord, now: () => num
   const status = record.status ?? 0;
   if (record.failure || status === 429 || status >= 500 || record.entraError?.error === 'temporarily_unavailable') {
     const retryAfter = parseRetryAfter(record.retryAfter, now()) ?? DEFAULT_RETRY_AFTER_SECONDS;
-    return new ServiceUnavailableError('Microsoft Entra ID is unavailable or throttling; try again later.', Math.min(retryAfter, MAX_BACKOFF_SECONDS));
+    return new ServiceUnavailableError(
+      'Microsoft Entra ID is unavailable or throttling; try again later.',
+      Math.min(retryAfter, MAX_BACKOFF_SECONDS),
+    );
   }
   if (error instanceof AuthError && error.errorCode === 'network_error') {
     return new ServiceUnavailableError('Microsoft Entra ID is unreachable; try again later.', DEFAULT_RETRY_AFTER_SECONDS);
@@ -299,13 +321,7 @@ function misconfigured(error: unknown, record: TokenEndpointRecord): ServerConfi
 }
 
 /** Every exchange failure, as something the caller can act on (docs/bad-input-checklist.md #50-#54). */
-function mapExchangeError(
-  error: unknown,
-  record: TokenEndpointRecord,
-  request: ExchangeRequest,
-  authority: string,
-  now: () => number,
-): ApiError {
+function mapExchangeError(error: unknown, record: TokenEndpointRecord, request: ExchangeRequest, authority: string, now: () => number): ApiError {
   if (error instanceof ApiError) return error;
   const down = unavailable(error, record, now);
   if (down) return down;

@@ -19,7 +19,10 @@ export interface RedisEntraCredentials {
  * expects. Cached in a private in-process cache (never in the Redis it unlocks), refreshed
  * ahead and single-flighted by createAppTokens; the Redis store re-AUTHs before expiry.
  */
-export function createRedisEntraCredentials(grant: ClientCredentialsGrant, options: { clientId: string; logger: Logger; now?: () => number }): RedisEntraCredentials {
+export function createRedisEntraCredentials(
+  grant: ClientCredentialsGrant,
+  options: { clientId: string; logger: Logger; now?: () => number },
+): RedisEntraCredentials {
   const appTokens = createAppTokens(grant, { clientId: options.clientId, logger: options.logger, ...(options.now ? { now: options.now } : {}) });
   return {
     source: async () => {

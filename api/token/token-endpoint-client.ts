@@ -23,11 +23,7 @@ export interface TokenEndpointRecord {
  * of the exchange it serves. One instance per exchange; the pool is shared.
  * HTTP error responses are returned, not thrown: msal needs their bodies to build its errors.
  */
-export function createTokenEndpointClient(
-  dispatcher: Dispatcher,
-  timeoutMs: number,
-  record: TokenEndpointRecord,
-): INetworkModule {
+export function createTokenEndpointClient(dispatcher: Dispatcher, timeoutMs: number, record: TokenEndpointRecord): INetworkModule {
   async function send<T>(method: 'GET' | 'POST', url: string, options?: NetworkRequestOptions): Promise<NetworkResponse<T>> {
     let response: Dispatcher.ResponseData;
     try {

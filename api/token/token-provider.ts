@@ -123,7 +123,12 @@ export function createTokenProvider(cache: TieredCache<CachedToken>, exchange: E
   }
 
   /** The exchange behind a cache miss, as a cache entry; `took` is told how long it ran (ms). */
-  async function exchangeFor(caller: AuthenticatedCaller, scopes: string[], acquireOptions: AcquireOptions, took: (ms: number) => void): Promise<CacheEntry<CachedToken>> {
+  async function exchangeFor(
+    caller: AuthenticatedCaller,
+    scopes: string[],
+    acquireOptions: AcquireOptions,
+    took: (ms: number) => void,
+  ): Promise<CacheEntry<CachedToken>> {
     const started = performance.now();
     try {
       const request = {
@@ -146,7 +151,9 @@ export function createTokenProvider(cache: TieredCache<CachedToken>, exchange: E
     const forceRefresh = (acquireOptions.forceRefresh === true && !refreshIsFutile(key)) || acquireOptions.claims !== undefined;
     try {
       // On a hit these closures are allocated, never run: only a miss exchanges.
-      const { entry, source } = await cache.getOrCreate(key, () => exchangeFor(caller, scopes, acquireOptions, (ms) => (exchangeMs = ms)), { forceRefresh });
+      const { entry, source } = await cache.getOrCreate(key, () => exchangeFor(caller, scopes, acquireOptions, (ms) => (exchangeMs = ms)), {
+        forceRefresh,
+      });
       span?.setAttribute('obo.cache.source', source);
       report(acquireOptions.record, { cache: source === 'created' ? 'exchange' : source, ...(exchangeMs !== undefined ? { exchangeMs } : {}) });
       return { accessToken: entry.value.accessToken, source };
@@ -163,7 +170,9 @@ export function createTokenProvider(cache: TieredCache<CachedToken>, exchange: E
   return {
     // The lookup's span only when tracing is on: off, a hit pays for no wrapper.
     acquire: (caller, scopes, acquireOptions = {}) =>
-      tracing.enabled ? tracing.span('token cache lookup', (span) => lookup(caller, scopes, acquireOptions, span)) : lookup(caller, scopes, acquireOptions),
+      tracing.enabled
+        ? tracing.span('token cache lookup', (span) => lookup(caller, scopes, acquireOptions, span))
+        : lookup(caller, scopes, acquireOptions),
     invalidate(caller, scopes) {
       return cache.invalidate(cacheKey(caller, scopes));
     },

@@ -57,7 +57,8 @@ export function createSigningKeys(jwksUri: string, options: SigningKeysOptions):
     if (!key) {
       key = KeyObject.from(cryptoKey);
       // As jose requires of RS256 keys.
-      if ((key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048) throw new InvalidTokenError('The access token was signed with a key too short to trust.');
+      if ((key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048)
+        throw new InvalidTokenError('The access token was signed with a key too short to trust.');
       keyObjects.set(cryptoKey, key);
     }
     return key;

@@ -90,10 +90,7 @@ export async function ensureAppCertificate(dir: string = defaultCertDir): Promis
 }
 
 /** A self-signed certificate for a token-signing key, as Entra publishes in `x5c`. */
-export async function selfSignedCertificate(
-  keyPair: { privateKey: string; publicKey: string },
-  commonName: string,
-): Promise<Buffer> {
+export async function selfSignedCertificate(keyPair: { privateKey: string; publicKey: string }, commonName: string): Promise<Buffer> {
   const generated = await generate([{ name: 'commonName', value: commonName }], {
     algorithm: 'sha256',
     keyPair,

@@ -75,7 +75,9 @@ async function start(values: Values): Promise<void> {
       `NODE_EXTRA_CA_CERTS=${emulator.caPath}`,
       `# certificate credential: ${emulator.api.certificatePemPath} (SHA-256 thumbprint ${emulator.api.certificateThumbprintSha256})`,
       `# client assertion file: ${emulator.api.federatedTokenFile}`,
-      `# users: ${Object.values(emulator.users).map((u) => `${u.key}=${u.upn}`).join(' ')}; control API: ${emulator.authorityHost}/_emulator`,
+      `# users: ${Object.values(emulator.users)
+        .map((u) => `${u.key}=${u.upn}`)
+        .join(' ')}; control API: ${emulator.authorityHost}/_emulator`,
       '',
     ].join('\n'),
   );
@@ -106,19 +108,23 @@ async function mint(values: Values): Promise<void> {
 function postJson(url: URL, body: unknown, ca: string): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const text = JSON.stringify(body);
-    const req = request(url, { method: 'POST', ca, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('end', () => {
-        const raw = Buffer.concat(chunks).toString('utf8');
-        if ((res.statusCode ?? 500) >= 400) return reject(new Error(`HTTP ${res.statusCode ?? '?'}: ${raw}`));
-        try {
-          resolve(JSON.parse(raw));
-        } catch {
-          reject(new Error(`not JSON: ${raw}`));
-        }
-      });
-    });
+    const req = request(
+      url,
+      { method: 'POST', ca, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => {
+          const raw = Buffer.concat(chunks).toString('utf8');
+          if ((res.statusCode ?? 500) >= 400) return reject(new Error(`HTTP ${res.statusCode ?? '?'}: ${raw}`));
+          try {
+            resolve(JSON.parse(raw));
+          } catch {
+            reject(new Error(`not JSON: ${raw}`));
+          }
+        });
+      },
+    );
     req.on('error', reject);
     req.end(text);
   });

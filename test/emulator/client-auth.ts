@@ -45,7 +45,11 @@ export function authenticateClient(input: {
   if (presented === 0) return fail(errors.missingCredential());
   if (presented > 1) {
     // emulator choice: RFC 6749 §2.3 forbids more than one method; Entra's exact code is undocumented.
-    return fail(errors.invalidRequest('More than one client authentication method was presented. Use exactly one of client_secret, HTTP Basic or client_assertion.'));
+    return fail(
+      errors.invalidRequest(
+        'More than one client authentication method was presented. Use exactly one of client_secret, HTTP Basic or client_assertion.',
+      ),
+    );
   }
   if (secret !== null || basic) return checkSecret(app, secret ?? basic?.secret ?? '');
   return checkAssertion(app, assertion ?? '', form.get('client_assertion_type'), input.audiences);
@@ -73,7 +77,9 @@ function checkAssertion(app: AppRegistration, assertion: string, type: string | 
   );
   if (!cert) return fail(errors.clientAssertionSignature('The key was not found.', thumbprint, app.clientId));
   if (!verifyRsa(jwt.header.alg, jwt, createPublicKey(cert.certificatePem))) {
-    return fail(errors.clientAssertionSignature('The provided signature value did not match the expected signature value.', thumbprint, app.clientId));
+    return fail(
+      errors.clientAssertionSignature('The provided signature value did not match the expected signature value.', thumbprint, app.clientId),
+    );
   }
   const { iss, sub, aud, exp, nbf } = jwt.payload;
   if (iss !== app.clientId || sub !== app.clientId) return fail(errors.clientAssertionSubject());

@@ -30,7 +30,8 @@ export function issueClientCredentialsToken(
 ): ClientCredentialsResult {
   const items = input.scope.split(/\s+/).filter(Boolean);
   const [only] = items;
-  if (items.length !== 1 || only === undefined || !only.endsWith('/.default')) return { ok: false, error: errors.clientCredentialsScope(input.scope) };
+  if (items.length !== 1 || only === undefined || !only.endsWith('/.default'))
+    return { ok: false, error: errors.clientCredentialsScope(input.scope) };
   const requested = only.slice(0, -'/.default'.length);
   const resource = knownResource(state, requested);
   if (!resource) return { ok: false, error: errors.unknownResource(requested, input.tenantName) };
@@ -58,7 +59,9 @@ export function issueClientCredentialsToken(
     ver: '1.0',
   };
   const signer = state.keys.signerKeys(key);
-  const accessToken = assemble({ typ: 'JWT', alg: 'RS256', x5t: key.kid, kid: key.kid }, payload, (signingInput) => signFor('RS256', signingInput, signer));
+  const accessToken = assemble({ typ: 'JWT', alg: 'RS256', x5t: key.kid, kid: key.kid }, payload, (signingInput) =>
+    signFor('RS256', signingInput, signer),
+  );
   state.counters.clientCredentials += 1;
   return { ok: true, body: { token_type: 'Bearer', expires_in: lifetime, ext_expires_in: lifetime, access_token: accessToken } };
 }

@@ -24,11 +24,24 @@ export function controlHandler(emulator: () => Emulator): (ctx: HttpContext) => 
         case 'POST /_emulator/mint/raw':
           return reply({ token: e.mintRaw(rawParts(body)) });
         case 'POST /_emulator/mint/id-token':
-          return reply({ token: e.mintIdToken(user(body.user), { ...optString(body, 'aud'), ...optString(body, 'nonce'), ...(body.version === 1 ? { version: 1 } : {}) }) });
+          return reply({
+            token: e.mintIdToken(user(body.user), {
+              ...optString(body, 'aud'),
+              ...optString(body, 'nonce'),
+              ...(body.version === 1 ? { version: 1 } : {}),
+            }),
+          });
         case 'POST /_emulator/mint/graph-replay':
           return reply({ token: e.mintGraphTokenReplay(user(body.user)) });
         case 'POST /_emulator/mint/graph':
-          return reply({ token: e.mintGraphToken({ user: user(body.user), ...optString(body, 'scp'), ...optNumber(body, 'lifetimeSeconds'), ...(Array.isArray(body.xms_cc) ? { xms_cc: body.xms_cc.map(String) } : {}) }) });
+          return reply({
+            token: e.mintGraphToken({
+              user: user(body.user),
+              ...optString(body, 'scp'),
+              ...optNumber(body, 'lifetimeSeconds'),
+              ...(Array.isArray(body.xms_cc) ? { xms_cc: body.xms_cc.map(String) } : {}),
+            }),
+          });
         case 'POST /_emulator/faults/token':
           e.faults.injectToken(body);
           return reply(e.faults.pending());
@@ -48,7 +61,13 @@ export function controlHandler(emulator: () => Emulator): (ctx: HttpContext) => 
           e.faults.clear();
           return reply(e.faults.pending());
         case 'GET /_emulator/keys':
-          return reply({ current: e.keys.currentKid, previous: e.keys.previousKid, unpublished: e.keys.unpublishedKid, msa: e.keys.msaKid, keys: e.keys.list() });
+          return reply({
+            current: e.keys.currentKid,
+            previous: e.keys.previousKid,
+            unpublished: e.keys.unpublishedKid,
+            msa: e.keys.msaKid,
+            keys: e.keys.list(),
+          });
         case 'POST /_emulator/keys/rotate':
           return reply({ kid: await e.keys.rotate() });
         case 'POST /_emulator/keys/retire':

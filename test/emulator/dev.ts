@@ -22,7 +22,10 @@ const service = spawn(process.execPath, ['--import', 'tsx', 'api/main.ts'], { en
 
 async function waitUntilReady(): Promise<void> {
   for (let attempt = 0; attempt < 200; attempt++) {
-    const ready = await fetch(`http://127.0.0.1:${port}/readyz`).then((r) => r.ok, () => false);
+    const ready = await fetch(`http://127.0.0.1:${port}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ready) return;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }

@@ -220,7 +220,7 @@ export const errors = {
     status: 400,
     error: 'invalid_instance',
     code: 50049,
-    message: "Unknown or invalid instance.",
+    message: 'Unknown or invalid instance.',
   }),
 };
 

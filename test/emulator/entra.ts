@@ -43,31 +43,54 @@ export function entraHandler(
       }
       if (state.faults.jwksDown === 'status') {
         ctx.note.fault = 'jwks down (500)';
-        return sendJson(ctx, 500, { error: 'server_error', error_description: 'The JWKS endpoint is unavailable.' }, { 'x-ms-request-id': ctx.requestId });
+        return sendJson(
+          ctx,
+          500,
+          { error: 'server_error', error_description: 'The JWKS endpoint is unavailable.' },
+          { 'x-ms-request-id': ctx.requestId },
+        );
       }
       const ref = state.resolveTenant(decode(m[1]));
       if (!ref) return sendEntraError(ctx, errors.tenantNotFound(decode(m[1]), 'invalid_tenant'), correlationId);
       if (await applyFault(ctx, state.faults.jwks.take(), true)) return;
-      return sendJson(ctx, 200, state.keys.jwks((key) => state.keyIssuer(key)), { ...METADATA_HEADERS, 'x-ms-request-id': ctx.requestId });
+      return sendJson(
+        ctx,
+        200,
+        state.keys.jwks((key) => state.keyIssuer(key)),
+        { ...METADATA_HEADERS, 'x-ms-request-id': ctx.requestId },
+      );
     }
 
     if (/^\/([^/]+)\/oauth2\/(v2\.0\/)?authorize\/?$/.test(path)) {
       // Interactive sign-in is not emulated; the URL exists so challenges can point at it.
-      return sendJson(ctx, 200, {
-        emulator: 'Microsoft Entra ID emulator',
-        message: 'Interactive sign-in is not emulated. Mint user tokens with POST /_emulator/mint.',
-      }, { 'x-ms-request-id': ctx.requestId });
+      return sendJson(
+        ctx,
+        200,
+        {
+          emulator: 'Microsoft Entra ID emulator',
+          message: 'Interactive sign-in is not emulated. Mint user tokens with POST /_emulator/mint.',
+        },
+        { 'x-ms-request-id': ctx.requestId },
+      );
     }
 
     ctx.note.error = 'not_found';
-    sendJson(ctx, 404, { error: 'not_found', error_description: `No emulated endpoint at ${ctx.method} ${path}` }, { 'x-ms-request-id': ctx.requestId });
+    sendJson(
+      ctx,
+      404,
+      { error: 'not_found', error_description: `No emulated endpoint at ${ctx.method} ${path}` },
+      { 'x-ms-request-id': ctx.requestId },
+    );
   };
 }
 
 /** Applies a metadata/JWKS fault; returns true when the response was written. */
 async function applyFault(ctx: HttpContext, fault: JwksFault | undefined, isJwks: boolean): Promise<boolean> {
   if (!fault) return false;
-  ctx.note.fault = `${isJwks ? 'jwks' : 'openid-configuration'} ${fault.status ?? ''} ${fault.body ?? ''} ${fault.delayMs ? `+${fault.delayMs}ms` : ''}`.replace(/\s+/g, ' ').trim();
+  ctx.note.fault =
+    `${isJwks ? 'jwks' : 'openid-configuration'} ${fault.status ?? ''} ${fault.body ?? ''} ${fault.delayMs ? `+${fault.delayMs}ms` : ''}`
+      .replace(/\s+/g, ' ')
+      .trim();
   if (fault.delayMs) await sleep(fault.delayMs);
   if (ctx.res.destroyed) return true;
   if (fault.body === 'empty') {
@@ -75,7 +98,9 @@ async function applyFault(ctx: HttpContext, fault: JwksFault | undefined, isJwks
     return true;
   }
   if (fault.body === 'non-json') {
-    sendText(ctx, fault.status ?? 200, 'text/html; charset=utf-8', '<html><body>Service unavailable</body></html>', { 'x-ms-request-id': ctx.requestId });
+    sendText(ctx, fault.status ?? 200, 'text/html; charset=utf-8', '<html><body>Service unavailable</body></html>', {
+      'x-ms-request-id': ctx.requestId,
+    });
     return true;
   }
   if (fault.status !== undefined && fault.status >= 300) {
@@ -105,7 +130,27 @@ function v2Metadata(state: EmulatorState, ref: TenantRef, segment: string): Reco
     http_logout_supported: true,
     frontchannel_logout_supported: true,
     end_session_endpoint: `${o}/${pathTenant}/oauth2/v2.0/logout`,
-    claims_supported: ['sub', 'iss', 'cloud_instance_name', 'cloud_instance_host_name', 'cloud_graph_host_name', 'msgraph_host', 'aud', 'exp', 'iat', 'auth_time', 'acr', 'nonce', 'preferred_username', 'name', 'tid', 'ver', 'at_hash', 'c_hash', 'email'],
+    claims_supported: [
+      'sub',
+      'iss',
+      'cloud_instance_name',
+      'cloud_instance_host_name',
+      'cloud_graph_host_name',
+      'msgraph_host',
+      'aud',
+      'exp',
+      'iat',
+      'auth_time',
+      'acr',
+      'nonce',
+      'preferred_username',
+      'name',
+      'tid',
+      'ver',
+      'at_hash',
+      'c_hash',
+      'email',
+    ],
     kerberos_endpoint: `${o}/${pathTenant}/kerberos`,
     tenant_region_scope: ref.kind === 'tenant' ? 'NA' : null,
     cloud_instance_name: 'microsoftonline.com',
@@ -134,7 +179,25 @@ function v1Metadata(state: EmulatorState, ref: TenantRef, segment: string): Reco
     http_logout_supported: true,
     frontchannel_logout_supported: true,
     end_session_endpoint: `${o}/${pathTenant}/oauth2/logout`,
-    claims_supported: ['sub', 'iss', 'cloud_instance_name', 'cloud_instance_host_name', 'cloud_graph_host_name', 'msgraph_host', 'aud', 'exp', 'iat', 'auth_time', 'acr', 'amr', 'nonce', 'email', 'given_name', 'family_name', 'nickname'],
+    claims_supported: [
+      'sub',
+      'iss',
+      'cloud_instance_name',
+      'cloud_instance_host_name',
+      'cloud_graph_host_name',
+      'msgraph_host',
+      'aud',
+      'exp',
+      'iat',
+      'auth_time',
+      'acr',
+      'amr',
+      'nonce',
+      'email',
+      'given_name',
+      'family_name',
+      'nickname',
+    ],
     check_session_iframe: `${o}/${pathTenant}/oauth2/checksession`,
     userinfo_endpoint: `${o}/${pathTenant}/openid/userinfo`,
     kerberos_endpoint: `${o}/${pathTenant}/kerberos`,
@@ -173,11 +236,16 @@ function instanceDiscovery(ctx: HttpContext, state: EmulatorState, segment: stri
   const aliases = [own.host, `localhost:${own.port}`];
   if (target.protocol !== 'https:' || !aliases.includes(target.host)) return sendEntraError(ctx, errors.invalidInstance(), correlationId);
   const tenant = target.pathname.split('/').filter(Boolean)[0] ?? 'common';
-  sendJson(ctx, 200, {
-    tenant_discovery_endpoint: `https://${target.host}/${tenant}/v2.0/.well-known/openid-configuration`,
-    'api-version': ctx.url.searchParams.get('api-version') ?? '1.1',
-    metadata: [{ preferred_network: own.host, preferred_cache: own.host, aliases }],
-  }, { ...METADATA_HEADERS, 'x-ms-request-id': ctx.requestId });
+  sendJson(
+    ctx,
+    200,
+    {
+      tenant_discovery_endpoint: `https://${target.host}/${tenant}/v2.0/.well-known/openid-configuration`,
+      'api-version': ctx.url.searchParams.get('api-version') ?? '1.1',
+      metadata: [{ preferred_network: own.host, preferred_cache: own.host, aliases }],
+    },
+    { ...METADATA_HEADERS, 'x-ms-request-id': ctx.requestId },
+  );
 }
 
 function decode(segment: string | undefined): string {

@@ -30,21 +30,50 @@ export interface GraphIds {
 
 export const ODATA_JSON = 'application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8';
 
-export function graphError(status: number, code: string, message: string, ids: GraphIds, headers: Record<string, string> = {}, inner: Json = {}): GraphResponse {
+export function graphError(
+  status: number,
+  code: string,
+  message: string,
+  ids: GraphIds,
+  headers: Record<string, string> = {},
+  inner: Json = {},
+): GraphResponse {
   return {
     status,
     headers: { 'Content-Type': 'application/json', ...headers },
-    json: { error: { code, message, innerError: { ...inner, date: new Date().toISOString().slice(0, 19), 'request-id': ids.requestId, 'client-request-id': ids.clientRequestId } } },
+    json: {
+      error: {
+        code,
+        message,
+        innerError: { ...inner, date: new Date().toISOString().slice(0, 19), 'request-id': ids.requestId, 'client-request-id': ids.clientRequestId },
+      },
+    },
   };
 }
 
 export class GraphQueryError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string) {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
   }
 }
 
-const USER_DEFAULT = ['businessPhones', 'displayName', 'givenName', 'jobTitle', 'mail', 'mobilePhone', 'officeLocation', 'preferredLanguage', 'surname', 'userPrincipalName', 'id'];
+const USER_DEFAULT = [
+  'businessPhones',
+  'displayName',
+  'givenName',
+  'jobTitle',
+  'mail',
+  'mobilePhone',
+  'officeLocation',
+  'preferredLanguage',
+  'surname',
+  'userPrincipalName',
+  'id',
+];
 
 function userEntity(user: DirectoryUser, tenant: Tenant | undefined): Json {
   const alias = user.userPrincipalName.split('@')[0] ?? '';
@@ -139,7 +168,10 @@ export function project(entity: Json, select: string[], typeName: string): Json 
 export function parseSelect(query: URLSearchParams): string[] | undefined {
   const raw = query.get('$select');
   if (raw === null) return undefined;
-  return raw.split(',').map((s) => s.trim()).filter(Boolean);
+  return raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
 }
 
 export interface PageOptions {
@@ -169,7 +201,11 @@ export function page(
     const top = query.get('$top') ?? '';
     size = /^\d+$/.test(top) ? Number(top) : Number.NaN;
     if (!(size >= 1 && size <= options.maxSize)) {
-      throw new GraphQueryError(400, 'Request_BadRequest', `Invalid page size specified: '${top}'. Must be between 1 and ${options.maxSize} inclusive.`);
+      throw new GraphQueryError(
+        400,
+        'Request_BadRequest',
+        `Invalid page size specified: '${top}'. Must be between 1 and ${options.maxSize} inclusive.`,
+      );
     }
   }
   const wantCount = query.get('$count')?.toLowerCase() === 'true';

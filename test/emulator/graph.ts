@@ -69,7 +69,13 @@ export class GraphService {
     }
     if (req.method !== 'GET') return methodNotAllowed(ids);
     const response = this.resource(req, version, rest, auth, ids);
-    if (fault?.nextLink !== undefined && response.status === 200 && typeof response.json === 'object' && response.json !== null && 'value' in response.json) {
+    if (
+      fault?.nextLink !== undefined &&
+      response.status === 200 &&
+      typeof response.json === 'object' &&
+      response.json !== null &&
+      'value' in response.json
+    ) {
       const { value, ...others } = response.json as Json;
       response.json = { ...others, '@odata.nextLink': fault.nextLink, value };
     }
@@ -95,12 +101,26 @@ export class GraphService {
       target = this.state.directory.users.find((u) => u.tenantId === user.tenantId && (u.id === key || u.userPrincipalName.toLowerCase() === key));
       const self = target === user;
       if (!granted(record, self ? READ_SELF : READ_USERS)) return forbidden(ids);
-      if (!target) return graphError(404, 'Request_ResourceNotFound', `Resource '${second}' does not exist or one of its queried reference-property objects are not present.`, ids);
+      if (!target)
+        return graphError(
+          404,
+          'Request_ResourceNotFound',
+          `Resource '${second}' does not exist or one of its queried reference-property objects are not present.`,
+          ids,
+        );
       tail = [third, fourth];
     } else if (first === 'users' && second === undefined) {
       if (!granted(record, READ_USERS)) return forbidden(ids);
       const items = this.state.directory.users.filter((u) => u.tenantId === user.tenantId).map((u) => projectUser(u, tenant, select));
-      return ok(page(items, req.query, req.headers.consistencylevel, { collectionKey: `users:${user.tenantId}`, defaultSize: 100, maxSize: 999, directory: true }, this.link(`/${version}/users`, `${base}/$metadata#users${selectSuffix}`)));
+      return ok(
+        page(
+          items,
+          req.query,
+          req.headers.consistencylevel,
+          { collectionKey: `users:${user.tenantId}`, defaultSize: 100, maxSize: 999, directory: true },
+          this.link(`/${version}/users`, `${base}/$metadata#users${selectSuffix}`),
+        ),
+      );
     } else {
       return graphError(400, 'BadRequest', `Resource not found for the segment '${first ?? ''}'.`, ids);
     }
@@ -119,7 +139,14 @@ export class GraphService {
       const photo = this.photo();
       const etag = `W/"${createHash('sha256').update(target.id).digest('hex').slice(0, 40)}"`;
       if (t2 === '$value') return { status: 200, headers: { 'Content-Type': 'image/jpeg', ETag: etag }, binary: photo };
-      return ok({ '@odata.context': `${base}/$metadata#users('${target.id}')/photo/$entity`, '@odata.mediaContentType': 'image/jpeg', '@odata.mediaEtag': etag, id: '648X648', height: 648, width: 648 });
+      return ok({
+        '@odata.context': `${base}/$metadata#users('${target.id}')/photo/$entity`,
+        '@odata.mediaContentType': 'image/jpeg',
+        '@odata.mediaEtag': etag,
+        id: '648X648',
+        height: 648,
+        width: 648,
+      });
     }
     if (first !== 'me') return graphError(400, 'BadRequest', `Resource not found for the segment '${t1}'.`, ids);
     if (t1 === 'memberOf' && t2 === undefined) {
@@ -128,18 +155,36 @@ export class GraphService {
         .map((id) => this.state.directory.objects.find((o) => o.id === id))
         .filter((o) => o !== undefined)
         .map((o) => (select ? project(directoryObjectEntity(o), select, 'microsoft.graph.directoryObject') : directoryObjectEntity(o)));
-      return ok(page(items, req.query, req.headers.consistencylevel, { collectionKey: `memberOf:${target.id}`, defaultSize: 100, maxSize: 999, directory: true }, this.link(`${entityPath}/memberOf`, `${base}/$metadata#directoryObjects`)));
+      return ok(
+        page(
+          items,
+          req.query,
+          req.headers.consistencylevel,
+          { collectionKey: `memberOf:${target.id}`, defaultSize: 100, maxSize: 999, directory: true },
+          this.link(`${entityPath}/memberOf`, `${base}/$metadata#directoryObjects`),
+        ),
+      );
     }
     if (t1 === 'messages') {
-      if (!granted(record, ['Mail.Read', 'Mail.ReadBasic'])) return graphError(403, 'ErrorAccessDenied', 'Access is denied. Check credentials and try again.', ids);
+      if (!granted(record, ['Mail.Read', 'Mail.ReadBasic']))
+        return graphError(403, 'ErrorAccessDenied', 'Access is denied. Check credentials and try again.', ids);
       const mailbox = this.state.directory.messages.get(target.id) ?? [];
-      const shape = (m: (typeof mailbox)[number]): Json => (select ? project(messageEntity(m, target), select, 'microsoft.graph.message') : messageEntity(m, target));
+      const shape = (m: (typeof mailbox)[number]): Json =>
+        select ? project(messageEntity(m, target), select, 'microsoft.graph.message') : messageEntity(m, target);
       if (t2 !== undefined) {
         const message = mailbox.find((m) => m.id === t2);
         if (!message || t3 !== undefined) return graphError(404, 'ErrorItemNotFound', 'The specified object was not found in the store.', ids);
         return ok({ '@odata.context': `${base}/$metadata#users('${target.id}')/messages/$entity`, ...shape(message) });
       }
-      return ok(page(mailbox.map(shape), req.query, req.headers.consistencylevel, { collectionKey: `messages:${target.id}`, defaultSize: 10, maxSize: 1000, directory: false }, this.link(`${entityPath}/messages`, `${base}/$metadata#users('${target.id}')/messages${selectSuffix}`)));
+      return ok(
+        page(
+          mailbox.map(shape),
+          req.query,
+          req.headers.consistencylevel,
+          { collectionKey: `messages:${target.id}`, defaultSize: 10, maxSize: 1000, directory: false },
+          this.link(`${entityPath}/messages`, `${base}/$metadata#users('${target.id}')/messages${selectSuffix}`),
+        ),
+      );
     }
     return graphError(400, 'BadRequest', `Resource not found for the segment '${t1}'.`, ids);
   }
@@ -272,7 +317,7 @@ const DEFAULT_FAULTS: Record<number, [string, string]> = {
   400: ['BadRequest', 'Invalid request.'],
   401: ['InvalidAuthenticationToken', 'Access token validation failure.'],
   403: ['Authorization_RequestDenied', 'Insufficient privileges to complete the operation.'],
-  404: ['Request_ResourceNotFound', "Resource does not exist or one of its queried reference-property objects are not present."],
+  404: ['Request_ResourceNotFound', 'Resource does not exist or one of its queried reference-property objects are not present.'],
   429: ['TooManyRequests', 'Please retry again later.'],
   500: ['generalException', 'General exception while processing.'],
   502: ['UnknownError', ''],
@@ -286,11 +331,23 @@ function faultResponse(fault: GraphFault, ids: GraphIds): GraphResponse | undefi
   if (fault.retryAfter !== undefined) headers['Retry-After'] = String(fault.retryAfter);
   if (fault.caeClaims !== undefined) {
     const json = caeClaimsJson(fault.caeClaims);
-    headers['WWW-Authenticate'] = `Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", error="insufficient_claims", claims="${Buffer.from(json).toString('base64')}"`;
-    return graphError(401, fault.code ?? 'InvalidAuthenticationToken', fault.message ?? 'Continuous access evaluation resulted in challenge with result: InteractionRequired and code: TokenIssuedBeforeRevocationTimestamp', ids, headers);
+    headers['WWW-Authenticate'] =
+      `Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", error="insufficient_claims", claims="${Buffer.from(json).toString('base64')}"`;
+    return graphError(
+      401,
+      fault.code ?? 'InvalidAuthenticationToken',
+      fault.message ??
+        'Continuous access evaluation resulted in challenge with result: InteractionRequired and code: TokenIssuedBeforeRevocationTimestamp',
+      ids,
+      headers,
+    );
   }
   if (fault.body === 'non-json') {
-    return { status: fault.status ?? 502, headers: { ...headers, 'Content-Type': 'text/html' }, text: '<html><body><h1>Bad gateway</h1></body></html>' };
+    return {
+      status: fault.status ?? 502,
+      headers: { ...headers, 'Content-Type': 'text/html' },
+      text: '<html><body><h1>Bad gateway</h1></body></html>',
+    };
   }
   if (fault.status === undefined || fault.status < 300) return undefined; // 2xx = just the delay
   const [code, message] = DEFAULT_FAULTS[fault.status] ?? ['UnknownError', ''];

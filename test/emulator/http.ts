@@ -98,13 +98,7 @@ export function sendJson(ctx: HttpContext, status: number, body: unknown, header
   ctx.res.end(text);
 }
 
-export function sendText(
-  ctx: HttpContext,
-  status: number,
-  contentType: string,
-  text: string,
-  headers: Record<string, string> = {},
-): void {
+export function sendText(ctx: HttpContext, status: number, contentType: string, text: string, headers: Record<string, string> = {}): void {
   ctx.res.writeHead(status, { ...headers, 'Content-Type': contentType, 'Content-Length': String(Buffer.byteLength(text)) });
   ctx.res.end(text);
 }

@@ -29,7 +29,11 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     readFile(paths.keyPath, 'utf8'),
     readFile(paths.certPath, 'utf8'),
   ]);
-  const directory = createDirectory({ sha1Hex: appCert.thumbprintSha1Hex, sha256Hex: appCert.thumbprintSha256Hex, certificatePem: appCert.certificatePem });
+  const directory = createDirectory({
+    sha1Hex: appCert.thumbprintSha1Hex,
+    sha256Hex: appCert.thumbprintSha256Hex,
+    certificatePem: appCert.certificatePem,
+  });
   const state = new EmulatorState(directory, ring, {
     issuerStyle: options.issuerStyle ?? 'microsoft',
     accessTokenLifetimeSeconds: options.accessTokenLifetimeSeconds ?? 3599,
@@ -42,26 +46,28 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
     if (!emulator) throw new Error('emulator is still starting');
     return emulator;
   };
-  const logTo = (server: 'entra' | 'graph') => (ctx: HttpContext): void => {
-    if (ctx.path.startsWith('/_emulator')) return;
-    state.recordRequest({
-      time: new Date(ctx.startedAt).toISOString(),
-      server,
-      method: ctx.method,
-      path: ctx.path,
-      query: [...new Set(ctx.url.searchParams.keys())],
-      status: ctx.res.headersSent ? ctx.res.statusCode : 0,
-      formParams: ctx.note.formParams ?? [],
-      headers: Object.keys(ctx.req.headers),
-      ...(ctx.note.scope !== undefined ? { scope: ctx.note.scope } : {}),
-      ...(ctx.note.grantType !== undefined ? { grantType: ctx.note.grantType } : {}),
-      ...(ctx.note.clientRequestId !== undefined ? { clientRequestId: ctx.note.clientRequestId } : {}),
-      requestId: ctx.requestId,
-      ...(ctx.note.error !== undefined ? { error: ctx.note.error } : {}),
-      ...(ctx.note.fault !== undefined ? { fault: ctx.note.fault } : {}),
-      durationMs: Date.now() - ctx.startedAt,
-    });
-  };
+  const logTo =
+    (server: 'entra' | 'graph') =>
+    (ctx: HttpContext): void => {
+      if (ctx.path.startsWith('/_emulator')) return;
+      state.recordRequest({
+        time: new Date(ctx.startedAt).toISOString(),
+        server,
+        method: ctx.method,
+        path: ctx.path,
+        query: [...new Set(ctx.url.searchParams.keys())],
+        status: ctx.res.headersSent ? ctx.res.statusCode : 0,
+        formParams: ctx.note.formParams ?? [],
+        headers: Object.keys(ctx.req.headers),
+        ...(ctx.note.scope !== undefined ? { scope: ctx.note.scope } : {}),
+        ...(ctx.note.grantType !== undefined ? { grantType: ctx.note.grantType } : {}),
+        ...(ctx.note.clientRequestId !== undefined ? { clientRequestId: ctx.note.clientRequestId } : {}),
+        requestId: ctx.requestId,
+        ...(ctx.note.error !== undefined ? { error: ctx.note.error } : {}),
+        ...(ctx.note.fault !== undefined ? { fault: ctx.note.fault } : {}),
+        durationMs: Date.now() - ctx.startedAt,
+      });
+    };
 
   const servers: RunningServer[] = [];
   let federatedDir: string | undefined;

@@ -107,11 +107,7 @@ export function verifyRsa(alg: unknown, decoded: DecodedJwt, publicKey: KeyObjec
 }
 
 /** Base64url-encodes (objects as JSON, strings verbatim) and joins with a signature. */
-export function assemble(
-  header: object | string,
-  payload: object | string,
-  signer: (signingInput: string) => string,
-): string {
+export function assemble(header: object | string, payload: object | string, signer: (signingInput: string) => string): string {
   const h = b64url(typeof header === 'string' ? header : JSON.stringify(header));
   const p = b64url(typeof payload === 'string' ? payload : JSON.stringify(payload));
   const signingInput = `${h}.${p}`;

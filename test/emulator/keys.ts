@@ -167,15 +167,13 @@ export class KeyRing {
       list: () =>
         [...this.byKid.values()]
           .filter((key) => key !== this.graphKey)
-          .map(
-            (key): KeyInfo => ({
-              kid: key.kid,
-              x5t: key.kid,
-              published: this.isPublished(key.kid),
-              current: key.kid === this.state.current,
-              issuer: issuerFor(key),
-            }),
-          ),
+          .map((key): KeyInfo => ({
+            kid: key.kid,
+            x5t: key.kid,
+            published: this.isPublished(key.kid),
+            current: key.kid === this.state.current,
+            issuer: issuerFor(key),
+          })),
       rotate: async () => {
         const pending = this.standby;
         this.standby = this.nextStandby();

@@ -26,7 +26,12 @@ export function parseScopes(scopeParam: string, tenantName: string): ScopeResult
   const parsed = resourceScopes.map((raw) => {
     const slash = raw.lastIndexOf('/');
     const resource = slash < 0 ? GRAPH_RESOURCE : raw.slice(0, slash);
-    return { raw, resource: resource.toLowerCase().replace(/\/+$/, ''), prefix: slash < 0 ? '' : raw.slice(0, slash + 1), name: raw.slice(slash + 1) };
+    return {
+      raw,
+      resource: resource.toLowerCase().replace(/\/+$/, ''),
+      prefix: slash < 0 ? '' : raw.slice(0, slash + 1),
+      name: raw.slice(slash + 1),
+    };
   });
   const resources = new Set(parsed.map((p) => p.resource));
   if (resources.size > 1) return { ok: false, error: errors.multipleResources(scopeParam) };

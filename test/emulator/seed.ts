@@ -101,23 +101,58 @@ export function createDirectory(appCertificate: { sha1Hex: string; sha256Hex: st
     group('7a1e0c52-0f0b-4a44-9d7e-111111111105', 'Security Champions', 'Security reviewers', null),
     group('7a1e0c52-0f0b-4a44-9d7e-111111111106', 'Book Club', 'Monthly book club', 'books@contoso.onmicrosoft.com'),
     group('7a1e0c52-0f0b-4a44-9d7e-111111111107', 'Release Managers', 'Approve releases', null),
-    { id: '7a1e0c52-0f0b-4a44-9d7e-111111111108', kind: 'directoryRole', displayName: 'Application Developer', description: 'Can create application registrations.', mail: null },
+    {
+      id: '7a1e0c52-0f0b-4a44-9d7e-111111111108',
+      kind: 'directoryRole',
+      displayName: 'Application Developer',
+      description: 'Can create application registrations.',
+      mail: null,
+    },
     group('8b2f1d63-1a1c-4b55-8e8f-222222222201', 'Fabrikam Everyone', 'Everyone at Fabrikam', 'everyone@fabrikam.onmicrosoft.com'),
   ];
   const contosoGroups = objects.slice(0, 8).map((o) => o.id);
 
   const alice = user(tenant, 'c0a1e5f2-1111-4a1a-8a1a-a11ce0000001', 'alice', 'Alice', 'Adams', 'Principal Engineer', true, contosoGroups);
   const bob = user(tenant, 'c0a1e5f2-2222-4b2b-8b2b-b0b000000002', 'bob', 'Bob', 'Brown', 'Product Manager', false, contosoGroups.slice(0, 2));
-  const carol = user(otherTenant, 'c0a1e5f2-3333-4c3c-8c3c-ca2010000003', 'carol', 'Carol', 'Clark', 'Consultant', true, ['8b2f1d63-1a1c-4b55-8e8f-222222222201']);
-  const fillers = ['Dana Diaz', 'Eli Evans', 'Fay Foster', 'Gus Grant', 'Hana Hill', 'Ian Irwin', 'Jo James', 'Kai Kent', 'Lia Lopez', 'Max Moore'].map(
-    (full, i) => {
-      const [given = '', sur = ''] = full.split(' ');
-      return user(tenant, `d1d2d3d4-${String(i).padStart(4, '0')}-4d4d-8d4d-0000000000${String(10 + i)}`, given.toLowerCase(), given, sur, null, false, [contosoGroups[0] ?? '']);
-    },
-  );
+  const carol = user(otherTenant, 'c0a1e5f2-3333-4c3c-8c3c-ca2010000003', 'carol', 'Carol', 'Clark', 'Consultant', true, [
+    '8b2f1d63-1a1c-4b55-8e8f-222222222201',
+  ]);
+  const fillers = [
+    'Dana Diaz',
+    'Eli Evans',
+    'Fay Foster',
+    'Gus Grant',
+    'Hana Hill',
+    'Ian Irwin',
+    'Jo James',
+    'Kai Kent',
+    'Lia Lopez',
+    'Max Moore',
+  ].map((full, i) => {
+    const [given = '', sur = ''] = full.split(' ');
+    return user(
+      tenant,
+      `d1d2d3d4-${String(i).padStart(4, '0')}-4d4d-8d4d-0000000000${String(10 + i)}`,
+      given.toLowerCase(),
+      given,
+      sur,
+      null,
+      false,
+      [contosoGroups[0] ?? ''],
+    );
+  });
   const fabrikamFillers = ['Nia Nash', 'Oto Owen'].map((full, i) => {
     const [given = '', sur = ''] = full.split(' ');
-    return user(otherTenant, `f1f2f3f4-${String(i).padStart(4, '0')}-4f4f-8f4f-0000000000${String(10 + i)}`, given.toLowerCase(), given, sur, null, false, []);
+    return user(
+      otherTenant,
+      `f1f2f3f4-${String(i).padStart(4, '0')}-4f4f-8f4f-0000000000${String(10 + i)}`,
+      given.toLowerCase(),
+      given,
+      sur,
+      null,
+      false,
+      [],
+    );
   });
 
   const apiClientId = '6f1c8e2a-3b4d-4e5f-9a8b-7c6d5e4f3a2b';

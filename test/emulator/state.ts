@@ -23,11 +23,7 @@ export interface GraphTokenRecord {
 }
 
 /** What a `{tenant}` path segment names. */
-export type TenantRef =
-  | { kind: 'tenant'; tenant: Tenant }
-  | { kind: 'msa' }
-  | { kind: 'common' }
-  | { kind: 'organizations' };
+export type TenantRef = { kind: 'tenant'; tenant: Tenant } | { kind: 'msa' } | { kind: 'common' } | { kind: 'organizations' };
 
 export class EmulatorState {
   authorityHost = '';
@@ -69,9 +65,7 @@ export class EmulatorState {
 
   /** The v2 issuer of a tenant (or of the `{tenantid}` template). */
   v2Issuer(tid: string): string {
-    return this.options.issuerStyle === 'origin'
-      ? `${this.authorityHost}/${tid}/v2.0`
-      : `https://login.microsoftonline.com/${tid}/v2.0`;
+    return this.options.issuerStyle === 'origin' ? `${this.authorityHost}/${tid}/v2.0` : `https://login.microsoftonline.com/${tid}/v2.0`;
   }
 
   v1Issuer(tid: string): string {
@@ -102,7 +96,9 @@ export class EmulatorState {
   flagsOf(user: DirectoryUser): UserFlags | undefined {
     const name = this.nameOf(user);
     if (name) return this.flags.get(name);
-    return this.synthetic.get(user.id) === user ? { consented: true, consentedScopes: [...DEFAULT_CONSENT], mfaRequired: false, caClaims: null } : undefined;
+    return this.synthetic.get(user.id) === user
+      ? { consented: true, consentedScopes: [...DEFAULT_CONSENT], mfaRequired: false, caClaims: null }
+      : undefined;
   }
 
   setUser(name: UserName, flags: Partial<UserFlags>): void {

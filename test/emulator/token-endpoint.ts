@@ -89,7 +89,13 @@ export async function handleTokenRequest(ctx: HttpContext, state: EmulatorState,
   if (grantType === CLIENT_CREDENTIALS) {
     // An app token is issued in a named tenant: common/organizations have no service principal.
     if (ref.kind !== 'tenant') return fail(errors.tenantNotFound(tenantSegment));
-    const issued = issueClientCredentialsToken(state, { app, tenantId: ref.tenant.id, tenantName, scope: form.get('scope') ?? '', appidacr: auth.appidacr });
+    const issued = issueClientCredentialsToken(state, {
+      app,
+      tenantId: ref.tenant.id,
+      tenantName,
+      scope: form.get('scope') ?? '',
+      appidacr: auth.appidacr,
+    });
     if (!issued.ok) return fail(issued.error);
     return sendJson(ctx, 200, issued.body, entraHeaders(ctx, correlationId));
   }
@@ -191,7 +197,8 @@ function validateAssertion(state: EmulatorState, assertion: string, app: AppRegi
   const isAccessToken = p.scp !== undefined || p.roles !== undefined || p.appid !== undefined || p.azp !== undefined;
   if (!isAccessToken) return fail(errors.idTokenAssertion());
   // emulator choice (unconfirmed for Entra): app-only tokens cannot be exchanged on behalf of a user.
-  if (typeof p.scp !== 'string' || p.idtyp === 'app') return fail(errors.invalidAssertion('The assertion does not represent a user (no delegated scopes).'));
+  if (typeof p.scp !== 'string' || p.idtyp === 'app')
+    return fail(errors.invalidAssertion('The assertion does not represent a user (no delegated scopes).'));
   const user = state.userByOid(tid, p.oid);
   if (!user) return fail(errors.userNotInTenant(tid));
   // A user who already did MFA for the incoming token is not asked again.
@@ -220,7 +227,13 @@ function sendTokenFault(ctx: HttpContext, fault: TokenFault, correlationId: stri
   if (fault.retryAfter !== undefined) headers['Retry-After'] = String(fault.retryAfter);
   if (fault.body === 'non-json') {
     ctx.note.error = `non-json ${status}`;
-    sendText(ctx, status, 'text/html; charset=utf-8', '<!DOCTYPE html><html><head><title>Service unavailable</title></head><body><h1>The service is temporarily unavailable.</h1></body></html>', headers);
+    sendText(
+      ctx,
+      status,
+      'text/html; charset=utf-8',
+      '<!DOCTYPE html><html><head><title>Service unavailable</title></head><body><h1>The service is temporarily unavailable.</h1></body></html>',
+      headers,
+    );
     return;
   }
   const transient = status === 429 || status >= 500;
@@ -230,7 +243,11 @@ function sendTokenFault(ctx: HttpContext, fault: TokenFault, correlationId: stri
     code: fault.errorCode ?? (status === 429 ? 90055 : transient ? 90033 : 90023),
     message:
       fault.description ??
-      (status === 429 ? 'There are too many incoming requests. Please try again later.' : transient ? 'A transient error has occurred. Please try again.' : 'The request was rejected.'),
+      (status === 429
+        ? 'There are too many incoming requests. Please try again later.'
+        : transient
+          ? 'A transient error has occurred. Please try again.'
+          : 'The request was rejected.'),
     ...(fault.suberror ? { suberror: fault.suberror } : {}),
     ...(fault.claims ? { claims: fault.claims } : {}),
   };

@@ -286,12 +286,25 @@ function headerAlg(header: object | string): unknown {
   }
 }
 
-
 /** A certificate-signed client assertion (RFC 7523) as msal-node 7 builds it: PS256 + x5t#S256. */
-export function clientAssertion(input: { clientId: string; audience: string; privateKey: KeyObject; certificateSha256Hex: string; lifetimeSeconds: number }): string {
+export function clientAssertion(input: {
+  clientId: string;
+  audience: string;
+  privateKey: KeyObject;
+  certificateSha256Hex: string;
+  lifetimeSeconds: number;
+}): string {
   const now = nowSeconds();
   const header = { alg: 'PS256', typ: 'JWT', 'x5t#S256': Buffer.from(input.certificateSha256Hex, 'hex').toString('base64url') };
-  const payload = { aud: input.audience, iss: input.clientId, sub: input.clientId, jti: randomUUID(), nbf: now, iat: now, exp: now + input.lifetimeSeconds };
+  const payload = {
+    aud: input.audience,
+    iss: input.clientId,
+    sub: input.clientId,
+    jti: randomUUID(),
+    nbf: now,
+    iat: now,
+    exp: now + input.lifetimeSeconds,
+  };
   const keys = {
     rsa: input.privateKey,
     rsaPublicPem: '',

@@ -201,7 +201,10 @@ describe('API + token cache on a real Redis (issue 3)', function () {
         await stream;
       }
       expect(statuses.length).to.be.at.least(90);
-      expect(statuses.filter((s) => s !== 200), 'failed requests').to.deep.equal([]);
+      expect(
+        statuses.filter((s) => s !== 200),
+        'failed requests',
+      ).to.deep.equal([]);
       const text = await metricsText(api);
       const l2Failures = ['get', 'set', 'lock'].reduce(
         (sum, op) =>
@@ -219,7 +222,10 @@ describe('API + token cache on a real Redis (issue 3)', function () {
         0,
       );
       expect(commandErrors, 'L2 command errors').to.equal(0);
-      expect(api.logs.filter((line) => line.includes('breaker opened')), 'breaker openings').to.deep.equal([]);
+      expect(
+        api.logs.filter((line) => line.includes('breaker opened')),
+        'breaker openings',
+      ).to.deep.equal([]);
 
       // L2 writes resume: what A exchanges now, a new instance (empty L1) serves from Redis.
       const fresh = mintMany(3);

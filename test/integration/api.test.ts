@@ -11,7 +11,10 @@ describe('the OBO API end to end (real msal-node and jose against the emulator)'
   beforeEach(() => emulator.resetCounters());
 
   it('GET /api/me returns the calling user from Graph', async () => {
-    const response = await api.request.get('/api/me').set(bearer(emulator.mint({ user: 'alice' }))).expect(200);
+    const response = await api.request
+      .get('/api/me')
+      .set(bearer(emulator.mint({ user: 'alice' })))
+      .expect(200);
     expect(at(response.body, 'id')).to.equal(emulator.users.alice.oid);
     expect(at(response.body, 'displayName')).to.equal(emulator.users.alice.name);
     expect(response.headers['content-type']).to.match(/^application\/json/);
@@ -96,7 +99,10 @@ describe('the OBO API end to end (real msal-node and jose against the emulator)'
     });
 
     itNoExchange('missing the required scope: 403 insufficient_scope', async () => {
-      const response = await api.request.get('/api/me').set(bearer(emulator.mint({ scp: 'User.Read' }))).expect(403);
+      const response = await api.request
+        .get('/api/me')
+        .set(bearer(emulator.mint({ scp: 'User.Read' })))
+        .expect(403);
       const challenge = parseChallenge(response.headers['www-authenticate']);
       expect(challenge.params['error']).to.equal('insufficient_scope');
       expect(challenge.params['scope']).to.equal('access_as_user');
@@ -110,7 +116,10 @@ describe('the OBO API end to end (real msal-node and jose against the emulator)'
 
     it('GET /readyz reports the metadata and an L1-only cache', async () => {
       const response = await api.request.get('/readyz').expect(200);
-      expect(response.body).to.deep.equal({ status: 'ready', checks: { authorityMetadata: 'up', cacheL1: 'up', cacheL2: 'disabled', invalidations: 'disabled' } });
+      expect(response.body).to.deep.equal({
+        status: 'ready',
+        checks: { authorityMetadata: 'up', cacheL1: 'up', cacheL2: 'disabled', invalidations: 'disabled' },
+      });
     });
 
     it('GET /openapi.json serves the contract', async () => {

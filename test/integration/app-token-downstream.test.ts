@@ -58,7 +58,9 @@ describe('downstreams called as the app: "token": "app" (issue 12.3)', function 
     const response = await report(api, token).expect(200);
     expect(response.body).to.deep.equal({ name: 'report' });
     const sent = authorization(0);
-    expect(sent).to.match(/^Bearer /).and.not.include(token);
+    expect(sent)
+      .to.match(/^Bearer /)
+      .and.not.include(token);
     const claims = decodeJwt(sent.slice('Bearer '.length));
     expect(claims).to.include({ idtyp: 'app', appid: emulator.api.clientId, aud: emulator.otherApi.appIdUri, tid: emulator.tenant.id });
     expect(claims).not.to.have.property('scp');
@@ -196,8 +198,13 @@ describe('downstreams called as the app: "token": "app" (issue 12.3)', function 
 });
 
 describe('DOWNSTREAM_APIS "token" (issue 12.3)', () => {
-  const base: Environment = { AZURE_TENANT_ID: '72f988bf-86f1-41af-91ab-2d7cd011db47', AZURE_CLIENT_ID: '6e74172b-be56-4843-9ff4-e66a39bb12e3', AZURE_CLIENT_SECRET: 's' };
-  const entry = (fields: Record<string, unknown>) => JSON.stringify({ reports: { baseUrl: 'https://reports.example', allowedPaths: ['/**'], ...fields } });
+  const base: Environment = {
+    AZURE_TENANT_ID: '72f988bf-86f1-41af-91ab-2d7cd011db47',
+    AZURE_CLIENT_ID: '6e74172b-be56-4843-9ff4-e66a39bb12e3',
+    AZURE_CLIENT_SECRET: 's',
+  };
+  const entry = (fields: Record<string, unknown>) =>
+    JSON.stringify({ reports: { baseUrl: 'https://reports.example', allowedPaths: ['/**'], ...fields } });
   const problemsOf = (env: Environment): string[] => {
     try {
       loadConfig({ ...base, ...env });
@@ -216,11 +223,15 @@ describe('DOWNSTREAM_APIS "token" (issue 12.3)', () => {
     expect(problemsOf({ DOWNSTREAM_APIS: entry({ scopes: ['api://reports/Reports.Read'], token: 'app' }) })).to.deep.equal([
       'DOWNSTREAM_APIS: "reports".scopes: an app token ("token": "app") is for one resource: expected exactly one scope "<resource>/.default"',
     ]);
-    expect(problemsOf({ DOWNSTREAM_APIS: entry({ scopes: ['api://a/.default', 'api://b/.default'], token: 'app' }) })[0]).to.match(/exactly one scope/);
-    expect(problemsOf({ DOWNSTREAM_APIS: entry({ scopes: ['api://a/.default'], token: 'robot' }) })[0]).to.match(/^DOWNSTREAM_APIS: "reports".token: expected "user"/);
+    expect(problemsOf({ DOWNSTREAM_APIS: entry({ scopes: ['api://a/.default', 'api://b/.default'], token: 'app' }) })[0]).to.match(
+      /exactly one scope/,
+    );
+    expect(problemsOf({ DOWNSTREAM_APIS: entry({ scopes: ['api://a/.default'], token: 'robot' }) })[0]).to.match(
+      /^DOWNSTREAM_APIS: "reports".token: expected "user"/,
+    );
   });
 
-  it("needs a home tenant: app tokens cannot come from organizations or common", () => {
+  it('needs a home tenant: app tokens cannot come from organizations or common', () => {
     expect(problemsOf({ AZURE_TENANT_ID: 'organizations', DOWNSTREAM_APIS: entry({ scopes: ['api://a/.default'], token: 'app' }) })).to.deep.equal([
       'DOWNSTREAM_APIS: "reports".token: app tokens come from the API\'s home tenant: set AZURE_TENANT_ID to a tenant id or domain, not organizations',
     ]);

@@ -112,11 +112,7 @@ describe('bad inputs: transport, structure, algorithms, keys and claims (checkli
 
     itNoExchange('#9 a token in a form body and in the header: 400 invalid_request', async () => {
       const token = emulator.mint();
-      const response = await api.request
-        .post('/api/me')
-        .set('authorization', `Bearer ${token}`)
-        .type('form')
-        .send({ access_token: token });
+      const response = await api.request.post('/api/me').set('authorization', `Bearer ${token}`).type('form').send({ access_token: token });
       expect(response.status).to.equal(400);
       expect(parseChallenge(response.headers['www-authenticate']).params['error']).to.equal('invalid_request');
     });
@@ -240,7 +236,8 @@ describe('bad inputs: transport, structure, algorithms, keys and claims (checkli
     itNoExchange('#31 expired beyond the skew', () => invalidToken(emulator.mint(timed(now() - 301, now() - 3600, now() - 3600))));
 
     itNoExchange('#32 expired within the skew is still accepted', () =>
-      expectAccepted(`Bearer ${emulator.mint(timed(now() - 120, now() - 3600, now() - 3600))}`));
+      expectAccepted(`Bearer ${emulator.mint(timed(now() - 120, now() - 3600, now() - 3600))}`),
+    );
 
     itNoExchange('#33 nbf in the future', () => invalidToken(emulator.mint(timed(now() + 3600, now(), now() + 600))));
 
@@ -255,7 +252,9 @@ describe('bad inputs: transport, structure, algorithms, keys and claims (checkli
     });
 
     itNoExchange('#37 exp infinite, or a lifetime over 28 h', async () => {
-      await invalidToken(emulator.mintRaw({ header: goodHeader(), payload: JSON.stringify(claimsOf(emulator.mint())).replace(/"exp":\d+/, '"exp":1e309') }));
+      await invalidToken(
+        emulator.mintRaw({ header: goodHeader(), payload: JSON.stringify(claimsOf(emulator.mint())).replace(/"exp":\d+/, '"exp":1e309') }),
+      );
       await invalidToken(emulator.mint(timed(9999999999999)));
       await invalidToken(emulator.mint(timed(now() + 29 * 3600, now() - 60)));
     });

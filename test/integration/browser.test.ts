@@ -107,7 +107,10 @@ describe('a browser SPA on another origin (headless Chromium)', function () {
 
   /** Runs the page's callApi (in the browser: `globalThis` is the page's window). */
   const call = (url: string, token?: string) =>
-    page.evaluate(([u, t]) => (globalThis as unknown as { callApi: (u: string, t?: string) => Promise<ApiCall> }).callApi(u, t), [url, token] as const);
+    page.evaluate(([u, t]) => (globalThis as unknown as { callApi: (u: string, t?: string) => Promise<ApiCall> }).callApi(u, t), [
+      url,
+      token,
+    ] as const);
 
   it('calls the API with a bearer token through a CORS preflight', async () => {
     await page.goto(`${spaOrigin}/`);
@@ -130,7 +133,9 @@ describe('a browser SPA on another origin (headless Chromium)', function () {
       const result = await call(`${api.baseUrl}/api/me`, emulator.mint({ user: 'alice' }));
       expect(result).to.include({ reached: true, status: 401 });
       expect(result.body?.error).to.equal('insufficient_claims');
-      expect(result.wwwAuthenticate).to.match(/^Bearer /).and.include('error="insufficient_claims"');
+      expect(result.wwwAuthenticate)
+        .to.match(/^Bearer /)
+        .and.include('error="insufficient_claims"');
       // What MSAL.js needs to ask the user for MFA: the decoded claims request.
       expect(result.claims?.access_token).to.be.an('object');
     } finally {

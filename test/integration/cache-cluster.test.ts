@@ -89,7 +89,10 @@ describe('cache: L2 on a real Redis Cluster (3 masters)', function () {
     await a.cache.getOrCreate(key, creator());
     expect((await b.cache.getOrCreate(key, creator())).source).to.equal('l2');
     await a.cache.invalidate(key);
-    await until('B to hear the invalidation', async () => (await registryMetric(b.registry, 'obo_cache_invalidations_total', { origin: 'remote' })) === 1);
+    await until(
+      'B to hear the invalidation',
+      async () => (await registryMetric(b.registry, 'obo_cache_invalidations_total', { origin: 'remote' })) === 1,
+    );
     expect(await admin.exists(`obo:${key}`)).to.equal(0);
     expect((await b.cache.getOrCreate(key, creator())).source).to.equal('created');
   });

@@ -357,7 +357,10 @@ describe('cache: L2 on a real redis-server', function () {
     expect((await b.cache.getOrCreate(key, creator())).source).to.equal('l1');
     await a.cache.invalidate(key);
     expect(await admin.exists(`obo:${key}`)).to.equal(0);
-    await until('B to hear the invalidation', async () => (await registryMetric(b.registry, 'obo_cache_invalidations_total', { origin: 'remote' })) === 1);
+    await until(
+      'B to hear the invalidation',
+      async () => (await registryMetric(b.registry, 'obo_cache_invalidations_total', { origin: 'remote' })) === 1,
+    );
     expect((await b.cache.getOrCreate(key, creator())).source).to.equal('created');
     // A ignores the echo of its own message.
     expect(await registryMetric(a.registry, 'obo_cache_invalidations_total', { origin: 'remote' })).to.equal(0);

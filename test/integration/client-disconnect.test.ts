@@ -20,10 +20,13 @@ describe('callers that disconnect mid-request', () => {
       await new Promise<void>((resolve, reject) => {
         const socket = connect(Number(port), '127.0.0.1', () => {
           socket.write(`GET /api/me HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${token}\r\n\r\n`);
-          setTimeout(() => {
-            socket.destroy();
-            resolve();
-          }, (i % 30) * 0.2);
+          setTimeout(
+            () => {
+              socket.destroy();
+              resolve();
+            },
+            (i % 30) * 0.2,
+          );
         });
         socket.once('error', reject);
       });

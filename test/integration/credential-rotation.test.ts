@@ -14,7 +14,8 @@ import { bearer } from '../support/tokens.js';
 import { until } from '../support/wait.js';
 
 /** Requests to the token endpoint, by the grant they were. */
-const tokenRequests = (emulator: { requests(): { path: string }[] }) => emulator.requests().filter((r) => r.path.endsWith('/oauth2/v2.0/token')).length;
+const tokenRequests = (emulator: { requests(): { path: string }[] }) =>
+  emulator.requests().filter((r) => r.path.endsWith('/oauth2/v2.0/token')).length;
 
 /**
  * Steady load: `workers` loops, each sending one request after the other, every one a new user
@@ -83,7 +84,10 @@ describe('credentials that rotate without a restart (issue 12.2)', function () {
     await traffic.settle();
     await traffic.completed(traffic.statuses.length + 20);
     const statuses = await traffic.stop();
-    expect(statuses.filter((status) => status !== 200), 'failed requests').to.deep.equal([]);
+    expect(
+      statuses.filter((status) => status !== 200),
+      'failed requests',
+    ).to.deep.equal([]);
     // One request per exchange, plus at most one refused one per request in flight at the switch.
     expect(emulator.counters.token - statuses.length).to.be.within(1, 4);
 
@@ -96,16 +100,25 @@ describe('credentials that rotate without a restart (issue 12.2)', function () {
   });
 
   it('an expired current secret (AADSTS7000222) with a next one: served, one refused request, then only the next', async () => {
-    const api = await services.start({ AZURE_CLIENT_SECRET: emulator.api.expiredClientSecret, AZURE_CLIENT_SECRET_NEXT: emulator.credentials.addSecret() });
+    const api = await services.start({
+      AZURE_CLIENT_SECRET: emulator.api.expiredClientSecret,
+      AZURE_CLIENT_SECRET_NEXT: emulator.credentials.addSecret(),
+    });
     await api.request.get('/api/me').set(bearer(emulator.mint())).expect(200);
     expect(tokenRequests(emulator)).to.equal(2);
-    await api.request.get('/api/me').set(bearer(emulator.mint({ user: 'bob' }))).expect(200);
+    await api.request
+      .get('/api/me')
+      .set(bearer(emulator.mint({ user: 'bob' })))
+      .expect(200);
     expect(tokenRequests(emulator)).to.equal(3);
   });
 
   it('a refused credential never loops: both refused is 500 with no further token request until the retry interval has passed', async () => {
     const clock = manualClock();
-    const api = await services.start({ AZURE_CLIENT_SECRET: 'wrong-current-secret', AZURE_CLIENT_SECRET_NEXT: 'wrong-next-secret' }, { now: clock.now });
+    const api = await services.start(
+      { AZURE_CLIENT_SECRET: 'wrong-current-secret', AZURE_CLIENT_SECRET_NEXT: 'wrong-next-secret' },
+      { now: clock.now },
+    );
     const response = await api.request.get('/api/me').set(bearer(emulator.mint())).expect(500);
     expect((response.body as { error?: string }).error).to.equal('server_error');
     expect(tokenRequests(emulator), 'each credential once').to.equal(2);
@@ -147,7 +160,10 @@ describe('credentials that rotate without a restart (issue 12.2)', function () {
     emulator.credentials.removeCertificate(emulator.api.certificateThumbprintSha256);
     await traffic.completed(traffic.statuses.length + 20);
     const statuses = await traffic.stop();
-    expect(statuses.filter((status) => status !== 200), 'failed requests').to.deep.equal([]);
+    expect(
+      statuses.filter((status) => status !== 200),
+      'failed requests',
+    ).to.deep.equal([]);
     expect(emulator.counters.token, 'no refused request').to.equal(statuses.length);
     const logs = api.logs.join('\n');
     expect(api.logs.filter((line) => line.includes('is not usable; keeping the previous certificate'))).to.have.length(1);

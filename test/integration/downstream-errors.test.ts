@@ -65,7 +65,11 @@ describe('downstream failures turned into answers a caller can act on (checklist
   });
 
   it('#53 our own misconfiguration (invalid_client, invalid_scope, unauthorized_client): 500, generic body, details in the log', async () => {
-    for (const [status, error] of [[401, 'invalid_client'], [400, 'invalid_scope'], [400, 'unauthorized_client']] as const) {
+    for (const [status, error] of [
+      [401, 'invalid_client'],
+      [400, 'invalid_scope'],
+      [400, 'unauthorized_client'],
+    ] as const) {
       emulator.faults.injectToken({ status, error });
       const response = await me(emulator.mint()).expect(500);
       expect(response.body).to.deep.equal({
@@ -137,7 +141,10 @@ describe('downstream failures turned into answers a caller can act on (checklist
     emulator.faults.injectGraph({ path: '/v1.0/me', status: 401, caeClaims: MFA_CLAIMS, times: 1 });
     await me(token).expect(200);
     expect(emulator.counters.token).to.equal(1);
-    const exchange = emulator.requests().filter((r) => r.path.endsWith('/token')).at(-1);
+    const exchange = emulator
+      .requests()
+      .filter((r) => r.path.endsWith('/token'))
+      .at(-1);
     expect(exchange?.formParams).to.include('claims');
 
     // A policy the CAE claims do not satisfy: Entra wants interaction, the caller gets the challenge.
@@ -150,7 +157,7 @@ describe('downstream failures turned into answers a caller can act on (checklist
     expect(Buffer.from(params['claims'] ?? '', 'base64').toString('utf8')).to.equal(stepUp);
   });
 
-  it('#57 Graph 403 and 404 pass through with Graph\'s body', async () => {
+  it("#57 Graph 403 and 404 pass through with Graph's body", async () => {
     const token = emulator.mint();
     emulator.faults.injectGraph({ path: '/v1.0/me', status: 403, code: 'Authorization_RequestDenied' });
     expect(at((await me(token).expect(403)).body, 'error', 'code')).to.equal('Authorization_RequestDenied');

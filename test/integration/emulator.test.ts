@@ -25,13 +25,22 @@ function claimsOf(token: string): Json {
 }
 
 /** A fresh client per call: msal's throttle state and metadata cache are per instance. */
-function client(e: Emulator, auth: Partial<Configuration['auth']> = { clientSecret: e.api.clientSecret }, tenant = e.tenant.id): ConfidentialClientApplication {
+function client(
+  e: Emulator,
+  auth: Partial<Configuration['auth']> = { clientSecret: e.api.clientSecret },
+  tenant = e.tenant.id,
+): ConfidentialClientApplication {
   return new ConfidentialClientApplication({
     auth: { clientId: e.api.clientId, authority: `${e.authorityHost}/${tenant}`, knownAuthorities: [new URL(e.authorityHost).host], ...auth },
   });
 }
 
-async function obo(cca: ConfidentialClientApplication, assertion: string, scopes = [GRAPH_USER_READ], claims?: string): Promise<AuthenticationResult> {
+async function obo(
+  cca: ConfidentialClientApplication,
+  assertion: string,
+  scopes = [GRAPH_USER_READ],
+  claims?: string,
+): Promise<AuthenticationResult> {
   const result = await cca.acquireTokenOnBehalfOf({ oboAssertion: assertion, scopes, ...(claims ? { claims } : {}) });
   if (!result) throw new Error('no result');
   return result;
@@ -52,7 +61,11 @@ interface Reply {
   body: Json;
 }
 
-async function tokenRequest(e: Emulator, params: Record<string, string>, options: { tenant?: string; headers?: Record<string, string>; raw?: string } = {}): Promise<Reply> {
+async function tokenRequest(
+  e: Emulator,
+  params: Record<string, string>,
+  options: { tenant?: string; headers?: Record<string, string>; raw?: string } = {},
+): Promise<Reply> {
   const response = await fetch(`${e.authorityHost}/${options.tenant ?? e.tenant.id}/oauth2/v2.0/token`, {
     method: 'POST',
     headers: { 'content-type': 'application/x-www-form-urlencoded', ...options.headers },
@@ -154,7 +167,9 @@ describe('Entra ID + Graph emulator', function () {
           expect(createHash('sha1').update(der).digest('base64url')).to.equal(key.kid);
         }
         expect(keys.find((k) => k.kid === e.keys.currentKid)?.issuer).to.equal('https://login.microsoftonline.com/{tenantid}/v2.0');
-        expect(keys.find((k) => k.kid === e.keys.msaKid)?.issuer).to.equal('https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0');
+        expect(keys.find((k) => k.kid === e.keys.msaKid)?.issuer).to.equal(
+          'https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0',
+        );
         expect(keys.map((k) => k.kid)).not.to.include(e.keys.unpublishedKid);
       }
       expect(e.counters.jwks).to.equal(2);
@@ -165,7 +180,9 @@ describe('Entra ID + Graph emulator', function () {
       const ok = (await (await fetch(`${e.authorityHost}/common/discovery/instance?api-version=1.1&authorization_endpoint=${own}`)).json()) as Json;
       expect(ok.tenant_discovery_endpoint).to.equal(`${e.authorityHost}/${e.tenant.id}/v2.0/.well-known/openid-configuration`);
       expect((ok.metadata as Json[])[0]?.aliases).to.include(new URL(e.authorityHost).host);
-      const other = await fetch(`${e.authorityHost}/common/discovery/instance?api-version=1.1&authorization_endpoint=${encodeURIComponent('https://evil.example/x/oauth2/v2.0/authorize')}`);
+      const other = await fetch(
+        `${e.authorityHost}/common/discovery/instance?api-version=1.1&authorization_endpoint=${encodeURIComponent('https://evil.example/x/oauth2/v2.0/authorize')}`,
+      );
       expect(other.status).to.equal(400);
       expect(((await other.json()) as Json).error).to.equal('invalid_instance');
       expect(e.counters.instanceDiscovery).to.equal(2);
@@ -177,12 +194,19 @@ describe('Entra ID + Graph emulator', function () {
 
     it('verifies v2 and v1 user tokens with createRemoteJWKSet + jwtVerify', async () => {
       const jwks = createRemoteJWKSet(jwksUrl(e));
-      const v2 = await jwtVerify(e.mint(), jwks, { issuer: `https://login.microsoftonline.com/${e.tenant.id}/v2.0`, audience: e.api.clientId, algorithms: ['RS256'] });
+      const v2 = await jwtVerify(e.mint(), jwks, {
+        issuer: `https://login.microsoftonline.com/${e.tenant.id}/v2.0`,
+        audience: e.api.clientId,
+        algorithms: ['RS256'],
+      });
       expect(v2.payload).to.include({ ver: '2.0', oid: e.users.alice.oid, tid: e.tenant.id, azp: e.spa.clientId, scp: 'access_as_user' });
       expect(v2.protectedHeader).to.include({ typ: 'JWT', alg: 'RS256', kid: e.keys.currentKid });
       const exp = Number(v2.payload.exp) - Number(v2.payload.iat);
       expect(exp).to.be.within(3600, 5400);
-      const v1 = await jwtVerify(e.mint({ version: 1, user: 'bob' }), jwks, { issuer: `https://sts.windows.net/${e.tenant.id}/`, audience: e.api.appIdUri });
+      const v1 = await jwtVerify(e.mint({ version: 1, user: 'bob' }), jwks, {
+        issuer: `https://sts.windows.net/${e.tenant.id}/`,
+        audience: e.api.appIdUri,
+      });
       expect(v1.payload).to.include({ ver: '1.0', appid: e.spa.clientId, upn: e.users.bob.upn });
       expect(v1.protectedHeader.x5t).to.equal(v1.protectedHeader.kid);
       expect(e.counters.jwks).to.equal(1);
@@ -247,9 +271,15 @@ describe('Entra ID + Graph emulator', function () {
       expect(e.mintRaw({ header: { alg: 'none' }, payload: {}, sign: 'none' }).endsWith('.')).to.equal(true);
       const dup = e.mintRaw({ header: '{"alg":"RS256","kid":"a","kid":"b"}', payload: '{"sub":"x","sub":"y"}' });
       expect(Buffer.from(dup.split('.')[1] ?? '', 'base64url').toString()).to.equal('{"sub":"x","sub":"y"}');
-      expect(claimsOf(e.mint({ exp: 'abc', nbf: null }))).to.include({ exp: 'abc' }).and.not.have.property('nbf');
-      expect(claimsOf(e.mint({ scp: null, appOnly: true }))).to.include({ idtyp: 'app' }).and.not.have.property('scp');
-      expect(claimsOf(e.mintIdToken('alice'))).to.include({ aud: e.spa.clientId }).and.not.have.property('scp');
+      expect(claimsOf(e.mint({ exp: 'abc', nbf: null })))
+        .to.include({ exp: 'abc' })
+        .and.not.have.property('nbf');
+      expect(claimsOf(e.mint({ scp: null, appOnly: true })))
+        .to.include({ idtyp: 'app' })
+        .and.not.have.property('scp');
+      expect(claimsOf(e.mintIdToken('alice')))
+        .to.include({ aud: e.spa.clientId })
+        .and.not.have.property('scp');
       expect(Buffer.from(e.mint({ exp: Number.POSITIVE_INFINITY }).split('.')[1] ?? '', 'base64url').toString()).to.contain('"exp":1e309');
       const mismatch = claimsOf(e.mint({ tid: e.otherTenant.id }));
       expect(mismatch.iss).to.equal(`https://login.microsoftonline.com/${e.tenant.id}/v2.0`);
@@ -268,7 +298,13 @@ describe('Entra ID + Graph emulator', function () {
       expect(result.account?.homeAccountId).to.equal(`${e.users.alice.oid}.${e.tenant.id}`);
       expect(result.expiresOn && result.expiresOn.getTime() - Date.now()).to.be.within(3_500_000, 3_600_000);
       const claims = claimsOf(result.accessToken);
-      expect(claims).to.include({ aud: 'https://graph.microsoft.com', iss: `https://sts.windows.net/${e.tenant.id}/`, oid: e.users.alice.oid, appid: e.api.clientId, ver: '1.0' });
+      expect(claims).to.include({
+        aud: 'https://graph.microsoft.com',
+        iss: `https://sts.windows.net/${e.tenant.id}/`,
+        oid: e.users.alice.oid,
+        appid: e.api.clientId,
+        ver: '1.0',
+      });
       expect(String(claims.scp).split(' ')).to.include('User.Read');
       expect(decodeProtectedHeader(result.accessToken)).to.have.property('nonce');
       expect(e.counters.token).to.equal(1);
@@ -289,7 +325,10 @@ describe('Entra ID + Graph emulator', function () {
     it('exchanges with the registered certificate (PS256 + x5t#S256)', async () => {
       const pem = await readFile(e.api.certificatePemPath, 'utf8');
       const privateKey = /-----BEGIN PRIVATE KEY-----[\s\S]+?-----END PRIVATE KEY-----/.exec(pem)?.[0] ?? '';
-      const result = await obo(client(e, { clientCertificate: { thumbprintSha256: e.api.certificateThumbprintSha256, privateKey } }), e.mint({ user: 'bob' }));
+      const result = await obo(
+        client(e, { clientCertificate: { thumbprintSha256: e.api.certificateThumbprintSha256, privateKey } }),
+        e.mint({ user: 'bob' }),
+      );
       expect(claimsOf(result.accessToken)).to.include({ oid: e.users.bob.oid, appidacr: '2' });
     });
 
@@ -308,7 +347,11 @@ describe('Entra ID + Graph emulator', function () {
 
     it('grants the consented scopes for .default', async () => {
       const result = await obo(client(e), e.mint(), ['https://graph.microsoft.com/.default']);
-      expect(result.scopes).to.include.members(['https://graph.microsoft.com/User.Read', 'https://graph.microsoft.com/Mail.Read', 'https://graph.microsoft.com/.default']);
+      expect(result.scopes).to.include.members([
+        'https://graph.microsoft.com/User.Read',
+        'https://graph.microsoft.com/Mail.Read',
+        'https://graph.microsoft.com/.default',
+      ]);
     });
 
     it('missing consent reaches msal as InteractionRequiredAuthError consent_required (65001)', async () => {
@@ -388,7 +431,9 @@ describe('Entra ID + Graph emulator', function () {
       expect(reply.body).to.include({ error: 'invalid_request', correlation_id: 'my-corr' });
       expect(reply.body.error_codes).to.deep.equal([900144]);
       expect(reply.body).to.have.keys('error', 'error_description', 'error_codes', 'timestamp', 'trace_id', 'correlation_id', 'error_uri');
-      expect(String(reply.body.error_description)).to.match(/^AADSTS900144: .*'assertion'.*\r\nTrace ID: [-0-9a-f]+\r\nCorrelation ID: my-corr\r\nTimestamp: \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$/s);
+      expect(String(reply.body.error_description)).to.match(
+        /^AADSTS900144: .*'assertion'.*\r\nTrace ID: [-0-9a-f]+\r\nCorrelation ID: my-corr\r\nTimestamp: \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$/s,
+      );
       expect(reply.headers.get('x-ms-request-id')).to.equal(reply.body.trace_id);
       expect(reply.headers.get('cache-control')).to.equal('no-store, no-cache');
       expect(reply.headers.get('pragma')).to.equal('no-cache');
@@ -399,7 +444,11 @@ describe('Entra ID + Graph emulator', function () {
         const r = await tokenRequest(e, params, options);
         return [r.status, r.body.error, (r.body.error_codes as number[] | undefined)?.[0]];
       };
-      expect(await code(oboParams(e), { headers: { 'content-type': 'application/json' }, raw: '{}' })).to.deep.equal([400, 'invalid_request', 900144]);
+      expect(await code(oboParams(e), { headers: { 'content-type': 'application/json' }, raw: '{}' })).to.deep.equal([
+        400,
+        'invalid_request',
+        900144,
+      ]);
       expect(await code(oboParams(e), { tenant: 'nowhere.example' })).to.deep.equal([400, 'invalid_request', 90002]);
       expect(await code(oboParams(e, { scope: undefined }))).to.deep.equal([400, 'invalid_request', 900144]);
       // An unknown grant (client_credentials is emulated since the client-credentials grant was added).
@@ -407,12 +456,26 @@ describe('Entra ID + Graph emulator', function () {
       expect(await code(oboParams(e, { client_id: '11111111-2222-3333-4444-555555555555' }))).to.deep.equal([400, 'unauthorized_client', 700016]);
       expect(await code(oboParams(e, { client_secret: undefined }))).to.deep.equal([401, 'invalid_client', 7000218]);
       expect(await code(oboParams(e, { scope: `${GRAPH_USER_READ} api://other/x` }))).to.deep.equal([400, 'invalid_scope', 700022]);
-      expect(await code(oboParams(e, { scope: 'https://graph.microsoft.com/.default https://graph.microsoft.com/User.Read' }))).to.deep.equal([400, 'invalid_scope', 70011]);
+      expect(await code(oboParams(e, { scope: 'https://graph.microsoft.com/.default https://graph.microsoft.com/User.Read' }))).to.deep.equal([
+        400,
+        'invalid_scope',
+        70011,
+      ]);
       expect(await code(oboParams(e, { scope: 'https://graph.microsoft.com/No.Such' }))).to.deep.equal([400, 'invalid_scope', 70011]);
-      expect(await code(oboParams(e, { assertion: e.mintRaw({ header: { alg: 'RS256', kid: e.keys.currentKid, typ: 'JWT' }, payload: claimsOf(e.mint()), sign: 'invalid' }) }))).to.deep.equal([400, 'invalid_grant', 50013]);
+      expect(
+        await code(
+          oboParams(e, {
+            assertion: e.mintRaw({ header: { alg: 'RS256', kid: e.keys.currentKid, typ: 'JWT' }, payload: claimsOf(e.mint()), sign: 'invalid' }),
+          }),
+        ),
+      ).to.deep.equal([400, 'invalid_grant', 50013]);
       expect(await code(oboParams(e, { assertion: e.mint({ key: 'unpublished' }) }))).to.deep.equal([400, 'invalid_grant', 50013]);
       const now = Math.floor(Date.now() / 1000);
-      expect(await code(oboParams(e, { assertion: e.mint({ iat: now - 7200, nbf: now - 7200, exp: now - 3600 }) }))).to.deep.equal([400, 'invalid_grant', 500133]);
+      expect(await code(oboParams(e, { assertion: e.mint({ iat: now - 7200, nbf: now - 7200, exp: now - 3600 }) }))).to.deep.equal([
+        400,
+        'invalid_grant',
+        500133,
+      ]);
       expect(await code(oboParams(e, { assertion: e.mint({ aud: e.otherApi.clientId }) }))).to.deep.equal([400, 'invalid_grant', 500131]);
       expect(await code(oboParams(e, { assertion: e.mintGraphTokenReplay() }))).to.deep.equal([400, 'invalid_grant', 500131]);
       expect(await code(oboParams(e, { assertion: e.mintIdToken('alice', { aud: e.api.clientId }) }))).to.deep.equal([400, 'invalid_grant', 240002]);
@@ -426,8 +489,20 @@ describe('Entra ID + Graph emulator', function () {
       const basic = `Basic ${Buffer.from(`${e.api.clientId}:${encodeURIComponent(e.api.clientSecret)}`).toString('base64')}`;
       const ok = await tokenRequest(e, oboParams(e, { client_secret: undefined }), { headers: { authorization: basic } });
       expect(ok.status).to.equal(200);
-      expect(ok.body).to.include.keys('token_type', 'scope', 'expires_in', 'ext_expires_in', 'access_token', 'refresh_token', 'id_token', 'client_info');
-      expect(JSON.parse(Buffer.from(String(ok.body.client_info), 'base64url').toString())).to.deep.equal({ uid: e.users.alice.oid, utid: e.tenant.id });
+      expect(ok.body).to.include.keys(
+        'token_type',
+        'scope',
+        'expires_in',
+        'ext_expires_in',
+        'access_token',
+        'refresh_token',
+        'id_token',
+        'client_info',
+      );
+      expect(JSON.parse(Buffer.from(String(ok.body.client_info), 'base64url').toString())).to.deep.equal({
+        uid: e.users.alice.oid,
+        utid: e.tenant.id,
+      });
       expect(ok.body.scope).to.equal(`${GRAPH_USER_READ} openid profile email`);
       expect(claimsOf(String(ok.body.id_token)).aud).to.equal(e.api.clientId);
       const both = await tokenRequest(e, oboParams(e), { headers: { authorization: basic } });
@@ -521,7 +596,11 @@ describe('Entra ID + Graph emulator', function () {
         { id: '3', method: 'GET', url: '/me', dependsOn: ['2'] },
         { id: '4', method: 'GET', url: '/users/nobody@contoso.onmicrosoft.com' },
       ];
-      const reply = await graph(e, '/v1.0/$batch', token, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ requests }) });
+      const reply = await graph(e, '/v1.0/$batch', token, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ requests }),
+      });
       expect(reply.status).to.equal(200);
       const responses = reply.body.responses as { id: string; status: number; headers: Record<string, string>; body: Json }[];
       const byId = Object.fromEntries(responses.map((r) => [r.id, r]));
@@ -534,7 +613,16 @@ describe('Entra ID + Graph emulator', function () {
       const post = (body: unknown): Promise<{ status: number }> =>
         graph(e, '/v1.0/$batch', token, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
       expect((await post({ requests: Array.from({ length: 21 }, (_, i) => ({ id: String(i), method: 'GET', url: '/me' })) })).status).to.equal(400);
-      expect((await post({ requests: [{ id: '1', method: 'GET', url: '/me' }, { id: '1', method: 'GET', url: '/me' }] })).status).to.equal(400);
+      expect(
+        (
+          await post({
+            requests: [
+              { id: '1', method: 'GET', url: '/me' },
+              { id: '1', method: 'GET', url: '/me' },
+            ],
+          })
+        ).status,
+      ).to.equal(400);
       expect(e.counters.graph).to.equal(3);
     });
 
@@ -564,7 +652,11 @@ describe('Entra ID + Graph emulator', function () {
       const denied = await graph(e, '/v1.0/me', first.accessToken);
       expect(denied.status).to.equal(401);
       const params = challengeParams(denied.headers.get('www-authenticate'));
-      expect(params).to.include({ error: 'insufficient_claims', realm: '', authorization_uri: 'https://login.microsoftonline.com/common/oauth2/authorize' });
+      expect(params).to.include({
+        error: 'insufficient_claims',
+        realm: '',
+        authorization_uri: 'https://login.microsoftonline.com/common/oauth2/authorize',
+      });
       const claims = Buffer.from(params.claims ?? '', 'base64').toString('utf8');
       expect(JSON.parse(claims)).to.deep.equal(JSON.parse(challenge));
       const second = await obo(cca, assertion, [GRAPH_USER_READ], claims);
@@ -576,7 +668,11 @@ describe('Entra ID + Graph emulator', function () {
   describe('control surface', () => {
     it('drives minting, faults, users and counters over HTTP', async () => {
       const post = async (path: string, body: unknown): Promise<Json> => {
-        const response = await fetch(`${e.authorityHost}/_emulator${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+        const response = await fetch(`${e.authorityHost}/_emulator${path}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
         expect(response.status, path).to.equal(200);
         return (await response.json()) as Json;
       };

@@ -107,7 +107,10 @@ describe('v1 and v2 tokens, single- and multi-tenant', () => {
       const carol = await me(api, emulator.mint({ user: 'carol' })).expect(200);
       expect(at(carol.body, 'id')).to.equal(emulator.users.carol.oid);
       await me(api, emulator.mint({ user: 'alice', version: 1 })).expect(200);
-      const tokenCalls = emulator.requests().filter((r) => r.path.endsWith('/oauth2/v2.0/token')).slice(-2);
+      const tokenCalls = emulator
+        .requests()
+        .filter((r) => r.path.endsWith('/oauth2/v2.0/token'))
+        .slice(-2);
       expect(tokenCalls.map((r) => r.path)).to.deep.equal([
         `/${emulator.users.carol.tid}/oauth2/v2.0/token`,
         `/${emulator.users.alice.tid}/oauth2/v2.0/token`,

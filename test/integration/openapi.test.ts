@@ -20,7 +20,10 @@ describe('the OpenAPI contract (openapi/openapi.yaml)', () => {
     }).catch((error: { stdout?: string; stderr?: string }) => {
       throw new Error(`redocly lint failed:\n${error.stdout ?? ''}${error.stderr ?? ''}`);
     });
-    const report = JSON.parse(stdout) as { totals: { errors: number; warnings: number }; problems: { message: string; location?: { pointer?: string }[] }[] };
+    const report = JSON.parse(stdout) as {
+      totals: { errors: number; warnings: number };
+      problems: { message: string; location?: { pointer?: string }[] }[];
+    };
     const problems = report.problems.map((problem) => `${problem.location?.[0]?.pointer ?? ''}: ${problem.message}`);
     expect(report.totals, problems.join('\n')).to.deep.include({ errors: 0, warnings: 0 });
   });
@@ -31,7 +34,9 @@ describe('the OpenAPI contract (openapi/openapi.yaml)', () => {
     const jsonType = { 'content-type': 'application/json; charset=utf-8' };
 
     it('accepts documented answers, matching a greedy {path} and Graph content types by their base type', () => {
-      expect(contract.check({ method: 'GET', path: '/api/me', status: 200, headers: jsonType, body: json({ id: 'x', displayName: null }) })).to.deep.equal([]);
+      expect(
+        contract.check({ method: 'GET', path: '/api/me', status: 200, headers: jsonType, body: json({ id: 'x', displayName: null }) }),
+      ).to.deep.equal([]);
       expect(
         contract.check({
           method: 'GET',
@@ -41,10 +46,42 @@ describe('the OpenAPI contract (openapi/openapi.yaml)', () => {
           body: json({ '@odata.nextLink': 'https://api.example/api/graph/v1.0/me/messages?$skiptoken=x', value: [] }),
         }),
       ).to.deep.equal([]);
-      expect(contract.check({ method: 'GET', path: '/api/graph/v1.0/me/photo/$value', status: 200, headers: { 'content-type': 'image/jpeg' }, body: undefined })).to.deep.equal([]);
-      expect(contract.check({ method: 'POST', path: '/api/graph/beta/$batch', status: 400, headers: jsonType, body: json({ error: 'invalid_batch', message: 'x' }) })).to.deep.equal([]);
-      expect(contract.check({ method: 'GET', path: '/api/graph/v1.0/me', status: 409, headers: jsonType, body: json({ error: { code: 'Conflict', message: 'x' } }) })).to.deep.equal([]);
-      expect(contract.check({ method: 'GET', path: '/nowhere', status: 404, headers: jsonType, body: json({ error: 'not_found', message: 'No such route.' }) })).to.deep.equal([]);
+      expect(
+        contract.check({
+          method: 'GET',
+          path: '/api/graph/v1.0/me/photo/$value',
+          status: 200,
+          headers: { 'content-type': 'image/jpeg' },
+          body: undefined,
+        }),
+      ).to.deep.equal([]);
+      expect(
+        contract.check({
+          method: 'POST',
+          path: '/api/graph/beta/$batch',
+          status: 400,
+          headers: jsonType,
+          body: json({ error: 'invalid_batch', message: 'x' }),
+        }),
+      ).to.deep.equal([]);
+      expect(
+        contract.check({
+          method: 'GET',
+          path: '/api/graph/v1.0/me',
+          status: 409,
+          headers: jsonType,
+          body: json({ error: { code: 'Conflict', message: 'x' } }),
+        }),
+      ).to.deep.equal([]);
+      expect(
+        contract.check({
+          method: 'GET',
+          path: '/nowhere',
+          status: 404,
+          headers: jsonType,
+          body: json({ error: 'not_found', message: 'No such route.' }),
+        }),
+      ).to.deep.equal([]);
     });
 
     it('names an undocumented status, a missing required header, an unlisted content type, a body off its schema', () => {
@@ -97,20 +134,31 @@ describe('the OpenAPI contract (openapi/openapi.yaml)', () => {
         () => undefined,
         (error: unknown) => error,
       );
-      expect(String(failure)).to.match(/breaks openapi\/openapi.yaml: GET \/undocumented-for-this-test \(x-unmatched-responses\): status 200 is not documented/);
+      expect(String(failure)).to.match(
+        /breaks openapi\/openapi.yaml: GET \/undocumented-for-this-test \(x-unmatched-responses\): status 200 is not documented/,
+      );
       expect(api.contractViolations).to.have.length(1);
       api.contractViolations.length = 0;
     });
 
     it('GET /openapi.json documents every proxy route', async () => {
       const response = await api.request.get('/openapi.json').expect(200);
-      expect(at(response.body, 'paths')).to.include.keys('/api/me', '/api/graph/{path}', '/api/graph/{version}/$batch', '/api/downstream/{name}/{path}', '/docs');
+      expect(at(response.body, 'paths')).to.include.keys(
+        '/api/me',
+        '/api/graph/{path}',
+        '/api/graph/{version}/$batch',
+        '/api/downstream/{name}/{path}',
+        '/docs',
+      );
       expect(at(response.body, 'components', 'securitySchemes', 'bearer')).to.include({ type: 'http', scheme: 'bearer' });
       expect(at(response.body, 'paths', '/api/graph/{path}', 'get', 'security')).to.deep.equal([{ bearer: ['access_as_user'] }]);
     });
 
     it('GET /docs: Swagger UI from node_modules, no inline script, a strict script-src', async () => {
-      const page = await api.request.get('/docs').expect(200).expect('content-type', /^text\/html/);
+      const page = await api.request
+        .get('/docs')
+        .expect(200)
+        .expect('content-type', /^text\/html/);
       const csp = String(page.headers['content-security-policy']);
       expect(csp).to.include("script-src 'self'");
       expect(csp).not.to.match(/script-src[^;]*unsafe-inline/);
@@ -143,7 +191,16 @@ describe('the OpenAPI contract (openapi/openapi.yaml)', () => {
       const { chromium } = await import('playwright-core');
       const browser = await chromium.launch({
         executablePath: CHROMIUM,
-        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+        args: [
+          '--headless',
+          '--no-sandbox',
+          '--disable-gpu',
+          '--disable-quic',
+          '--no-first-run',
+          '--disable-background-networking',
+          '--disable-component-update',
+          '--disable-sync',
+        ],
       });
       try {
         const page = await browser.newPage();

@@ -59,7 +59,9 @@ describe('production readiness', () => {
       expect(exchanged['tenantId']).to.equal(emulator.users.alice.tid);
       expect(exchanged['user']).to.match(/^[0-9a-f]{16}$/);
       expect(exchanged['exchangeMs']).to.be.a('number').greaterThan(0);
-      expect(exchanged['durationMs']).to.be.a('number').at.least(exchanged['exchangeMs'] as number);
+      expect(exchanged['durationMs'])
+        .to.be.a('number')
+        .at.least(exchanged['exchangeMs'] as number);
       expect(cached).to.include({ status: 200, cache: 'l1', user: exchanged['user'] });
       expect(cached).not.to.have.property('exchangeMs');
       expect(missing).to.include({ method: 'GET', path: '/nope', status: 404 });
@@ -70,7 +72,10 @@ describe('production readiness', () => {
 
     it('logs the raw oid only with LOG_USER_IDS=on', async () => {
       const api = await service({ LOG_LEVEL: 'info', LOG_USER_IDS: 'on' });
-      await api.request.get('/api/me').set(bearer(emulator.mint({ user: 'bob' }))).expect(200);
+      await api.request
+        .get('/api/me')
+        .set(bearer(emulator.mint({ user: 'bob' })))
+        .expect(200);
       const [line] = requestLines(api);
       expect(line).to.include({ userId: emulator.users.bob.oid, tenantId: emulator.users.bob.tid });
       expect(line).not.to.have.property('user');
@@ -79,7 +84,10 @@ describe('production readiness', () => {
     it('logs the cache level and exchange time of a failed exchange too', async () => {
       const api = await service({ LOG_LEVEL: 'info' });
       emulator.setUser('alice', { mfaRequired: true });
-      await api.request.get('/api/me').set(bearer(emulator.mint({ user: 'alice' }))).expect(401);
+      await api.request
+        .get('/api/me')
+        .set(bearer(emulator.mint({ user: 'alice' })))
+        .expect(401);
       const [line] = requestLines(api);
       expect(line).to.include({ status: 401, cache: 'exchange' });
       expect(line?.['exchangeMs']).to.be.a('number');
@@ -126,7 +134,9 @@ describe('production readiness', () => {
       const unsafe = await api.request.get('/healthz').set('x-request-id', 'has spaces and "quotes"').expect(200);
       expect(unsafe.headers['x-request-id']).to.match(/^[0-9a-f-]{36}$/);
       const generated = await api.request.get('/healthz').expect(200);
-      expect(generated.headers['x-request-id']).to.match(/^[0-9a-f-]{36}$/).and.not.equal(unsafe.headers['x-request-id']);
+      expect(generated.headers['x-request-id'])
+        .to.match(/^[0-9a-f-]{36}$/)
+        .and.not.equal(unsafe.headers['x-request-id']);
     });
 
     describe('trace context with tracing off', () => {
@@ -145,7 +155,11 @@ describe('production readiness', () => {
         const api = await service({ GRAPH_BASE_URL: proxy.url });
         const token = emulator.mint();
         await api.request.get('/api/me').set(bearer(token)).expect(200);
-        await api.request.get('/api/me').set(bearer(token)).set('traceparent', `00-${'0'.repeat(32)}-${CALLER_SPAN_ID}-01`).expect(200);
+        await api.request
+          .get('/api/me')
+          .set(bearer(token))
+          .set('traceparent', `00-${'0'.repeat(32)}-${CALLER_SPAN_ID}-01`)
+          .expect(200);
         await api.request.get('/api/me').set(bearer(token)).set('traceparent', 'ff-not-a-trace').expect(200);
         expect(proxy.requests).to.have.length(3);
         for (const recorded of proxy.requests) expect(recorded.headers).not.to.have.property('traceparent');
@@ -197,9 +211,15 @@ describe('production readiness', () => {
     it("counts failed exchanges by Entra's error and AADSTS code, and Graph answers by status", async () => {
       const api = await service();
       emulator.setUser('alice', { mfaRequired: true });
-      await api.request.get('/api/me').set(bearer(emulator.mint({ user: 'alice' }))).expect(401);
+      await api.request
+        .get('/api/me')
+        .set(bearer(emulator.mint({ user: 'alice' })))
+        .expect(401);
       emulator.faults.injectGraph({ path: '/v1.0/me', status: 403, code: 'Authorization_RequestDenied', times: 1 });
-      await api.request.get('/api/me').set(bearer(emulator.mint({ user: 'bob' }))).expect(403);
+      await api.request
+        .get('/api/me')
+        .set(bearer(emulator.mint({ user: 'bob' })))
+        .expect(403);
       const text = (await api.request.get('/metrics').expect(200)).text;
       // Entra answers "MFA required" with invalid_grant and AADSTS50076.
       expect(sample(text, 'obo_exchanges_total', { outcome: 'error', error: 'invalid_grant', aadsts: '50076' })).to.equal(1);
@@ -211,7 +231,10 @@ describe('production readiness', () => {
       const api = await service({ METRICS_TOKEN: metricsToken });
       const missing = await api.request.get('/metrics').expect(401);
       expect(parseChallenge(missing.headers['www-authenticate']).scheme).to.equal('Bearer');
-      await api.request.get('/metrics').set(bearer(`${metricsToken}x`)).expect(401);
+      await api.request
+        .get('/metrics')
+        .set(bearer(`${metricsToken}x`))
+        .expect(401);
       await api.request.get('/metrics').set(bearer(emulator.mint())).expect(401);
       const allowed = await api.request.get('/metrics').set(bearer(metricsToken)).expect(200);
       expect(allowed.text).to.include('http_requests_total');
@@ -295,8 +318,14 @@ describe('production readiness', () => {
       const exporter = new InMemorySpanExporter();
       const api = await service({ OTEL_TRACES_SAMPLER: 'always_on' }, { traceExporter: exporter });
       emulator.setUser('alice', { mfaRequired: true });
-      await api.request.get('/api/me').set(bearer(emulator.mint({ user: 'alice' }))).expect(401);
-      await api.request.get('/api/me').set(bearer(emulator.mint({ aud: 'api://someone-else' }))).expect(401);
+      await api.request
+        .get('/api/me')
+        .set(bearer(emulator.mint({ user: 'alice' })))
+        .expect(401);
+      await api.request
+        .get('/api/me')
+        .set(bearer(emulator.mint({ aud: 'api://someone-else' })))
+        .expect(401);
       const spans = exporter.getFinishedSpans();
       const exchange = byName(spans, 'OBO exchange');
       expect(exchange.status.code).to.equal(2); // ERROR
@@ -392,7 +421,10 @@ describe('production readiness', () => {
     it('refuses request bodies over REQUEST_BODY_MAX_BYTES (413) and bodies without a length (411), before authentication', async () => {
       const api = await service({ REQUEST_BODY_MAX_BYTES: '1024' });
       emulator.resetCounters();
-      const tooLarge = await api.request.post('/api/me').set('content-type', 'application/json').send(JSON.stringify({ pad: 'x'.repeat(2000) }));
+      const tooLarge = await api.request
+        .post('/api/me')
+        .set('content-type', 'application/json')
+        .send(JSON.stringify({ pad: 'x'.repeat(2000) }));
       expect(tooLarge.status).to.equal(413);
       expect(at(tooLarge.body, 'error')).to.equal('payload_too_large');
       const chunked = await chunkedPost(api.baseUrl, '/api/me', 'hello');
@@ -438,11 +470,23 @@ describe('production readiness', () => {
 
     it('limits each user with RATE_LIMIT_PER_MINUTE, whatever token they use', async () => {
       const api = await service({ RATE_LIMIT_PER_MINUTE: '2', RATE_LIMIT_IP_PER_MINUTE: '0' });
-      await api.request.get('/api/me').set(bearer(emulator.mint({ user: 'alice' }))).expect(200);
-      await api.request.get('/api/me').set(bearer(emulator.mint({ user: 'alice' }))).expect(200);
-      const limited = await api.request.get('/api/me').set(bearer(emulator.mint({ user: 'alice' }))).expect(429);
+      await api.request
+        .get('/api/me')
+        .set(bearer(emulator.mint({ user: 'alice' })))
+        .expect(200);
+      await api.request
+        .get('/api/me')
+        .set(bearer(emulator.mint({ user: 'alice' })))
+        .expect(200);
+      const limited = await api.request
+        .get('/api/me')
+        .set(bearer(emulator.mint({ user: 'alice' })))
+        .expect(429);
       expect(Number(limited.headers['retry-after'])).to.be.within(1, 60);
-      await api.request.get('/api/me').set(bearer(emulator.mint({ user: 'bob' }))).expect(200);
+      await api.request
+        .get('/api/me')
+        .set(bearer(emulator.mint({ user: 'bob' })))
+        .expect(200);
     });
 
     describe('with Redis', () => {
@@ -489,7 +533,11 @@ describe('production readiness', () => {
       expect(config.http).to.deep.equal({ corsAllowedOrigins: [], requestBodyMaxBytes: 1024 * 1024, trustProxyHops: 0 });
       expect(config.rateLimit).to.deep.equal({ perUser: 0, perIp: 0 });
       expect(loadConfig({ ...base, RATE_LIMIT_PER_MINUTE: '120' }).rateLimit).to.deep.equal({ perUser: 120, perIp: 120 });
-      expect(config.observability).to.deep.equal({ logUserIds: false, serviceName: 'obo-middle-tier', sampler: { name: 'traceidratio', ratio: 0.1 } });
+      expect(config.observability).to.deep.equal({
+        logUserIds: false,
+        serviceName: 'obo-middle-tier',
+        sampler: { name: 'traceidratio', ratio: 0.1 },
+      });
       expect(config.shutdownTimeoutMs).to.equal(10_000);
     });
 
@@ -509,7 +557,11 @@ describe('production readiness', () => {
         OTEL_TRACES_SAMPLER_ARG: '0.25',
         SHUTDOWN_TIMEOUT_MS: '25000',
       });
-      expect(config.http).to.deep.equal({ corsAllowedOrigins: ['https://a.example.com', 'http://localhost:5173'], requestBodyMaxBytes: 2048, trustProxyHops: 2 });
+      expect(config.http).to.deep.equal({
+        corsAllowedOrigins: ['https://a.example.com', 'http://localhost:5173'],
+        requestBodyMaxBytes: 2048,
+        trustProxyHops: 2,
+      });
       expect(config.rateLimit).to.deep.equal({ perUser: 0, perIp: 100 });
       expect(config.observability).to.deep.equal({
         logUserIds: true,
@@ -567,8 +619,12 @@ function chunkedPost(baseUrl: string, path: string, body: string): Promise<{ sta
 /** Waits until `count` connections named `name` are up (until then the limiters count in memory). */
 async function waitForRedisConnections(redis: RedisServer, name: string, count: number): Promise<void> {
   const client = redis.client();
-  await until(`${count} Redis connections named ${name}`, async () => {
-    const list = String(await client.client('LIST'));
-    return list.split('\n').filter((line) => line.includes(` name=${name} `)).length >= count;
-  }, 4_000);
+  await until(
+    `${count} Redis connections named ${name}`,
+    async () => {
+      const list = String(await client.client('LIST'));
+      return list.split('\n').filter((line) => line.includes(` name=${name} `)).length >= count;
+    },
+    4_000,
+  );
 }

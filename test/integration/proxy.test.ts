@@ -181,10 +181,24 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
     it('refuses duplicate ids, unknown dependsOn, inner URLs off the allow-list or with traversal, other methods', async () => {
       const me = { method: 'GET', url: '/me' };
       const cases: [unknown[], number, string][] = [
-        [[{ id: '1', ...me }, { id: '1', ...me }], 400, 'invalid_batch'],
+        [
+          [
+            { id: '1', ...me },
+            { id: '1', ...me },
+          ],
+          400,
+          'invalid_batch',
+        ],
         [[{ id: '1', ...me, dependsOn: ['9'] }], 400, 'invalid_batch'],
         [[{ id: '1', method: 'GET', url: '/users' }], 403, 'forbidden'],
-        [[{ id: '1', ...me }, { id: '2', method: 'GET', url: '/me/../users' }], 400, 'invalid_path'],
+        [
+          [
+            { id: '1', ...me },
+            { id: '2', method: 'GET', url: '/me/../users' },
+          ],
+          400,
+          'invalid_path',
+        ],
         [[{ id: '1', method: 'GET', url: 'https://evil.example/v1.0/me' }], 400, 'invalid_path'],
         [[{ id: '1', method: 'GET', url: '//evil.example/me' }], 400, 'invalid_path'],
         [[{ id: '1', method: 'PATCH', url: '/me', body: { jobTitle: 'x' } }], 403, 'forbidden'],
@@ -204,7 +218,10 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
   describe("Graph's answers, passed through", () => {
     it("403 and 404 keep Graph's status and error body", async () => {
       emulator.setUser('bob', { consentedScopes: ['User.Read'] });
-      const denied = await api.request.get('/api/graph/v1.0/me/messages').set(caller(emulator.mint({ user: 'bob' }))).expect(403);
+      const denied = await api.request
+        .get('/api/graph/v1.0/me/messages')
+        .set(caller(emulator.mint({ user: 'bob' })))
+        .expect(403);
       expect(at(denied.body, 'error', 'code')).to.equal('ErrorAccessDenied');
       expect(denied.headers['request-id']).to.be.a('string');
       const missing = await api.request.get('/api/graph/v1.0/me/messages/AAMkNoSuchMessage').set(caller()).expect(404);
@@ -268,7 +285,10 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
       emulator.faults.injectGraph({ path: '/v1.0/me/messages', caeClaims: claims });
       await api.request.get('/api/graph/v1.0/me/messages?$top=1').set(headers).expect(200);
       expect(emulator.counters.token).to.equal(2);
-      const exchange = emulator.requests().filter((entry) => entry.server === 'entra' && entry.path.endsWith('/token')).at(-1);
+      const exchange = emulator
+        .requests()
+        .filter((entry) => entry.server === 'entra' && entry.path.endsWith('/token'))
+        .at(-1);
       expect(exchange?.formParams).to.include('claims');
     });
 
@@ -283,18 +303,20 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
 
     it('streams: the first bytes reach the caller while the downstream is still sending', async () => {
       const { hostname, port } = new URL(api.baseUrl);
-      const firstChunk = await new Promise<{ status: number; length: string | undefined; bytes: number; rest: Promise<number> }>((resolve, reject) => {
-        const req = httpRequest({ hostname, port, path: '/api/downstream/files/slow', headers: caller() }, (res) => {
-          let received = 0;
-          const rest = new Promise<number>((done) => res.on('end', () => done(received)));
-          res.on('data', (chunk: Buffer) => {
-            received += chunk.length;
-            if (received >= 65536) resolve({ status: res.statusCode ?? 0, length: res.headers['content-length'], bytes: received, rest });
+      const firstChunk = await new Promise<{ status: number; length: string | undefined; bytes: number; rest: Promise<number> }>(
+        (resolve, reject) => {
+          const req = httpRequest({ hostname, port, path: '/api/downstream/files/slow', headers: caller() }, (res) => {
+            let received = 0;
+            const rest = new Promise<number>((done) => res.on('end', () => done(received)));
+            res.on('data', (chunk: Buffer) => {
+              received += chunk.length;
+              if (received >= 65536) resolve({ status: res.statusCode ?? 0, length: res.headers['content-length'], bytes: received, rest });
+            });
           });
-        });
-        req.on('error', reject);
-        req.end();
-      });
+          req.on('error', reject);
+          req.end();
+        },
+      );
       expect(firstChunk.status).to.equal(200);
       expect(firstChunk.length).to.equal(String(2 * 65536));
       expect(firstChunk.bytes).to.equal(65536);
@@ -321,7 +343,11 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
     });
 
     it('does not follow redirects; a Location on Graph points back through this API', async () => {
-      emulator.faults.injectGraph({ path: '/v1.0/me/photo', status: 302, headers: { Location: `${emulator.graphBaseUrl}/v1.0/me/photo/$value?size=small` } });
+      emulator.faults.injectGraph({
+        path: '/v1.0/me/photo',
+        status: 302,
+        headers: { Location: `${emulator.graphBaseUrl}/v1.0/me/photo/$value?size=small` },
+      });
       const local302 = await raw(api.baseUrl, '/api/graph/v1.0/me/photo', caller());
       expect(local302.status).to.equal(302);
       expect(local302.headers.location).to.equal(`${api.baseUrl}/api/graph/v1.0/me/photo/$value?size=small`);
@@ -380,7 +406,14 @@ describe('the Graph proxy (/api/graph, /api/downstream) against the emulator', (
 
     it('refuses paths off the allow-list with 403 and no exchange; allow-listed ones pass', async () => {
       const headers = caller();
-      for (const path of ['/api/graph/v1.0/users', `/api/graph/v1.0/users/${emulator.users.bob.oid}`, '/api/graph/beta/users', '/api/graph/v1.0', '/api/graph/', '/api/graph/v1.0/meeting']) {
+      for (const path of [
+        '/api/graph/v1.0/users',
+        `/api/graph/v1.0/users/${emulator.users.bob.oid}`,
+        '/api/graph/beta/users',
+        '/api/graph/v1.0',
+        '/api/graph/',
+        '/api/graph/v1.0/meeting',
+      ]) {
         const response = await api.request.get(path).set(headers).expect(403);
         expect(at(response.body, 'error'), path).to.equal('forbidden');
       }

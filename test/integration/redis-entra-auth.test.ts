@@ -75,10 +75,14 @@ describe('Redis with Entra ID authentication (REDIS_AUTH=entra), through an Azur
   const exchanges = () => emulator.counters.token - emulator.counters.clientCredentials;
 
   async function started(api: TestService): Promise<void> {
-    await until('L2 up and invalidations flowing', async () => {
-      const { body } = await readiness(api);
-      return body.checks.cacheL2 === 'up' && body.checks.invalidations === 'flowing';
-    }, 15_000);
+    await until(
+      'L2 up and invalidations flowing',
+      async () => {
+        const { body } = await readiness(api);
+        return body.checks.cacheL2 === 'up' && body.checks.invalidations === 'flowing';
+      },
+      15_000,
+    );
   }
 
   it('authenticates every connection as the service principal, and refuses a password in the URL', async () => {
@@ -129,8 +133,14 @@ describe('Redis with Entra ID authentication (REDIS_AUTH=entra), through an Azur
       l2HitsPerPhase.push(((await metric(api, 'obo_cache_hits_total', { level: 'l2' })) ?? 0) - hitsBefore);
     }
 
-    expect(statuses.filter((status) => status !== 200), 'failed requests').to.deep.equal([]);
-    expect(l2HitsPerPhase.every((hits) => hits > 0), `L2 hits per phase: ${l2HitsPerPhase.join(', ')}`).to.equal(true);
+    expect(
+      statuses.filter((status) => status !== 200),
+      'failed requests',
+    ).to.deep.equal([]);
+    expect(
+      l2HitsPerPhase.every((hits) => hits > 0),
+      `L2 hits per phase: ${l2HitsPerPhase.join(', ')}`,
+    ).to.equal(true);
     expect(exchanges() - exchangesBefore, 'OBO exchanges during the load').to.equal(0);
     const after = stats();
     expect(emulator.counters.clientCredentials - grantsBefore, 'Redis tokens fetched').to.be.at.least(2);
@@ -140,7 +150,10 @@ describe('Redis with Entra ID authentication (REDIS_AUTH=entra), through an Azur
     // Live connections re-AUTHed (the command connection) or were replaced (the subscriber).
     expect(after.authAccepted - before.authAccepted).to.be.at.least(4);
     expect((await readiness(api)).body.checks).to.deep.include({ cacheL2: 'up', invalidations: 'flowing' });
-    expect(api.logs.filter((line) => /eyJ[A-Za-z0-9_-]{10,}\./.test(line)), 'tokens in the log').to.deep.equal([]);
+    expect(
+      api.logs.filter((line) => /eyJ[A-Za-z0-9_-]{10,}\./.test(line)),
+      'tokens in the log',
+    ).to.deep.equal([]);
   });
 
   it('after the proxy drops every connection, the service reconnects with a fresh token', async () => {
@@ -152,7 +165,11 @@ describe('Redis with Entra ID authentication (REDIS_AUTH=entra), through an Azur
     await sleep(LIFETIME_S * 1000 + 500);
     const before = stats();
     proxy.dropAll();
-    await until('L2 reconnected', async () => (await readiness(api)).body.checks.cacheL2 === 'up' && stats().authAccepted - before.authAccepted >= 2, 10_000);
+    await until(
+      'L2 reconnected',
+      async () => (await readiness(api)).body.checks.cacheL2 === 'up' && stats().authAccepted - before.authAccepted >= 2,
+      10_000,
+    );
     const hitsBefore = (await metric(api, 'obo_cache_hits_total', { level: 'l2' })) ?? 0;
     expect(await me(api, alice)).to.equal(200);
     expect(((await metric(api, 'obo_cache_hits_total', { level: 'l2' })) ?? 0) - hitsBefore).to.equal(1);

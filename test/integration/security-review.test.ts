@@ -31,7 +31,6 @@ function raw(baseUrl: string, path: string, headers: Record<string, string> = {}
   });
 }
 
-
 /** Issue 10, items 2, 3, 4, 6, 7 and 8, each reproduced against the assembled service. */
 describe('security review findings (issue 10)', () => {
   let emulator: Emulator;

@@ -97,7 +97,10 @@ export async function startEntraRedisProxy(options: EntraRedisProxyOptions): Pro
     const name = (command[0] ?? '').toUpperCase();
     if (name === 'AUTH') {
       if (connection.subscribed) {
-        return answer(connection, resp("-ERR Can't execute 'auth': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"));
+        return answer(
+          connection,
+          resp("-ERR Can't execute 'auth': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"),
+        );
       }
       const [user, token] = command.length === 3 ? [command[1] ?? '', command[2] ?? ''] : ['default', command[1] ?? ''];
       const expiresAt = await verify(user, token);
@@ -109,10 +112,13 @@ export async function startEntraRedisProxy(options: EntraRedisProxyOptions): Pro
       users.push(user);
       connection.authed = true;
       if (connection.expiry) clearTimeout(connection.expiry);
-      connection.expiry = setTimeout(() => {
-        stats.closedExpired += 1;
-        connection.client.destroy();
-      }, Math.max(0, expiresAt - Date.now()));
+      connection.expiry = setTimeout(
+        () => {
+          stats.closedExpired += 1;
+          connection.client.destroy();
+        },
+        Math.max(0, expiresAt - Date.now()),
+      );
       connection.expiry.unref();
       return answer(connection, resp('+OK'));
     }

@@ -89,7 +89,9 @@ export function loadContract(): Contract {
   return {
     check(response) {
       const operation = operationFor(response.method, response.path);
-      const where = operation ? `${operation.method.toUpperCase()} ${operation.template}` : `${response.method} ${response.path} (x-unmatched-responses)`;
+      const where = operation
+        ? `${operation.method.toUpperCase()} ${operation.template}`
+        : `${response.method} ${response.path} (x-unmatched-responses)`;
       const responses = operation?.responses ?? ((document['x-unmatched-responses'] ?? {}) as Json);
       const basePointer = operation?.pointer ?? '/x-unmatched-responses';
       const status = String(response.status);
@@ -107,12 +109,19 @@ export function loadContract(): Contract {
       }
 
       const body = response.body;
-      if (response.method === 'HEAD' || (body !== undefined && body.length === 0) || response.status === 204 || response.status === 304) return problems;
+      if (response.method === 'HEAD' || (body !== undefined && body.length === 0) || response.status === 204 || response.status === 304)
+        return problems;
       const content = (documented['content'] ?? {}) as Json;
-      const contentType = String(response.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
+      const contentType =
+        String(response.headers['content-type'] ?? '')
+          .split(';')[0]
+          ?.trim()
+          .toLowerCase() ?? '';
       const mediaKey = mediaTypeKey(Object.keys(content), contentType);
       if (mediaKey === undefined) {
-        problems.push(`${where} ${status}: content type "${contentType}" is not documented (documented: ${Object.keys(content).join(', ') || 'none'})`);
+        problems.push(
+          `${where} ${status}: content type "${contentType}" is not documented (documented: ${Object.keys(content).join(', ') || 'none'})`,
+        );
         return problems;
       }
       const media = content[mediaKey] as Json;
@@ -189,7 +198,7 @@ export function contractCheckedAgent(agent: ReturnType<typeof supertest>): Retur
   return new Proxy(agent, {
     get(target, property, receiver) {
       const value: unknown = Reflect.get(target, property, receiver);
-      if (typeof value !== 'function' || !METHODS.includes(String(property)) && property !== 'del') return value;
+      if (typeof value !== 'function' || (!METHODS.includes(String(property)) && property !== 'del')) return value;
       return (...args: unknown[]) => (value as (...a: unknown[]) => supertest.Test).apply(target, args).expect(assertConforms);
     },
   });

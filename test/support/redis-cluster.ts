@@ -61,10 +61,14 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
           dir,
           bin: options.bin,
           args: [
-            '--cluster-enabled', 'yes',
-            '--cluster-config-file', join(dir, 'nodes.conf'),
-            '--cluster-port', String(busPort),
-            '--cluster-node-timeout', '2000',
+            '--cluster-enabled',
+            'yes',
+            '--cluster-config-file',
+            join(dir, 'nodes.conf'),
+            '--cluster-port',
+            String(busPort),
+            '--cluster-node-timeout',
+            '2000',
             ...(options.password ? ['--requirepass', options.password, '--masterauth', options.password] : []),
           ],
         }),
@@ -73,7 +77,9 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
     }
     const nodes = ports.map((port) => `127.0.0.1:${port}`);
     const auth = options.password ? ['-a', options.password, '--no-auth-warning'] : [];
-    await run(options.cliBin ?? 'redis-cli', [...auth, '--cluster', 'create', ...nodes, '--cluster-replicas', '0', '--cluster-yes'], { timeout: 20_000 });
+    await run(options.cliBin ?? 'redis-cli', [...auth, '--cluster', 'create', ...nodes, '--cluster-replicas', '0', '--cluster-yes'], {
+      timeout: 20_000,
+    });
     await waitForClusterOk(ports, masters, options.readyTimeoutMs ?? 20_000, options.password);
     let stopped = false;
     return {

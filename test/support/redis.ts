@@ -124,13 +124,20 @@ export async function spawnRedisServer(options: {
   startTimeoutMs?: number;
 }): Promise<SpawnedRedis> {
   const argv = [
-    '--port', String(options.port),
-    '--bind', '127.0.0.1',
-    '--save', '',
-    '--appendonly', 'no',
-    '--dir', options.dir,
-    '--daemonize', 'no',
-    '--loglevel', 'warning',
+    '--port',
+    String(options.port),
+    '--bind',
+    '127.0.0.1',
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--dir',
+    options.dir,
+    '--daemonize',
+    'no',
+    '--loglevel',
+    'warning',
     ...(options.args ?? []),
   ];
   const child = spawn(options.bin ?? 'redis-server', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -225,7 +232,11 @@ class LocalRedis implements RedisServer {
     this.node = await spawnRedisServer({
       port: this.port,
       dir: this.dir,
-      args: [...(this.options.password ? ['--requirepass', this.options.password] : []), ...userArgs(this.options.user), ...(this.options.args ?? [])],
+      args: [
+        ...(this.options.password ? ['--requirepass', this.options.password] : []),
+        ...userArgs(this.options.user),
+        ...(this.options.args ?? []),
+      ],
       bin: this.options.bin,
       startTimeoutMs: this.options.startTimeoutMs,
     });

@@ -45,7 +45,11 @@ export function emulatorEnvironment(emulator: Emulator): Environment {
  * Assembles the real service (real msal-node, jose, ioredis) from a configuration, exactly as
  * the entry point does, and serves it on a free loopback port.
  */
-export async function startService(emulator: Emulator, env: Environment = {}, deps: Omit<AppDependencies, 'logDestination'> = {}): Promise<TestService> {
+export async function startService(
+  emulator: Emulator,
+  env: Environment = {},
+  deps: Omit<AppDependencies, 'logDestination'> = {},
+): Promise<TestService> {
   const config = loadConfig({ ...emulatorEnvironment(emulator), ...env });
   if (config.credential.kind === 'secret') configuredSecrets.add(config.credential.secret);
   const redis = config.cache.redis;

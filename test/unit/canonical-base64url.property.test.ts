@@ -7,7 +7,8 @@ const RUNS = Number(process.env['FUZZ_RUNS'] ?? 300);
 const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
 
 /** The definition: decoding and encoding again gives the same text. */
-const roundTrips = (segment: string): boolean => /^[A-Za-z0-9_-]+$/.test(segment) && Buffer.from(segment, 'base64url').toString('base64url') === segment;
+const roundTrips = (segment: string): boolean =>
+  /^[A-Za-z0-9_-]+$/.test(segment) && Buffer.from(segment, 'base64url').toString('base64url') === segment;
 
 describe('isCanonicalBase64url (a JWT segment exactly as an encoder writes it)', () => {
   it('agrees with a decode and re-encode round trip on any string of base64url characters, and near misses', () => {

@@ -68,10 +68,17 @@ describe('credential source (issue 12.2)', function () {
         const toCertificate = loadConfig({ ...base, AZURE_CLIENT_SECRET: 'old-secret', AZURE_CLIENT_CERTIFICATE_NEXT_PATH: volume.path });
         expect(toCertificate.credential.next).to.include({ kind: 'certificate', path: volume.path, thumbprintSha256: thumbprintOf(first) });
 
-        const both = problemsOf({ ...base, AZURE_CLIENT_SECRET: 'a', AZURE_CLIENT_SECRET_NEXT: 'b', AZURE_CLIENT_CERTIFICATE_NEXT_PATH: volume.path });
+        const both = problemsOf({
+          ...base,
+          AZURE_CLIENT_SECRET: 'a',
+          AZURE_CLIENT_SECRET_NEXT: 'b',
+          AZURE_CLIENT_CERTIFICATE_NEXT_PATH: volume.path,
+        });
         expect(both.join('\n')).to.match(/AZURE_CLIENT_SECRET_NEXT: set at most one/);
         const same = problemsOf({ ...base, AZURE_CLIENT_SECRET: 'same-secret-value', AZURE_CLIENT_SECRET_NEXT: 'same-secret-value' });
-        expect(same.join('\n')).to.match(/the next credential is the current one/).and.not.include('same-secret-value');
+        expect(same.join('\n'))
+          .to.match(/the next credential is the current one/)
+          .and.not.include('same-secret-value');
         const unreadable = problemsOf({ ...base, AZURE_CLIENT_SECRET: 'a', AZURE_CLIENT_CERTIFICATE_NEXT_PATH: join(volume.path, 'nope') });
         expect(unreadable.join('\n')).to.match(/AZURE_CLIENT_CERTIFICATE_NEXT_PATH: cannot read the file/);
       } finally {
@@ -110,7 +117,10 @@ describe('credential source (issue 12.2)', function () {
         await writeFile(volume.path, second.slice(0, second.length / 2));
         for (let i = 0; i < 3; i += 1) expect((await source.attempts())[0]?.id).to.equal(thumbprintOf(first));
         // Another certificate's key with this certificate: parses, but is not usable either.
-        await writeFile(volume.path, `${second.split('-----BEGIN CERTIFICATE-----')[0] ?? ''}${first.slice(first.indexOf('-----BEGIN CERTIFICATE-----'))}`);
+        await writeFile(
+          volume.path,
+          `${second.split('-----BEGIN CERTIFICATE-----')[0] ?? ''}${first.slice(first.indexOf('-----BEGIN CERTIFICATE-----'))}`,
+        );
         expect((await source.attempts())[0]?.id).to.equal(thumbprintOf(first));
         const warnings = lines.filter((line) => line.includes('keeping the previous certificate'));
         expect(warnings, 'one warning per broken version of the file').to.have.length(2);
@@ -164,7 +174,10 @@ describe('credential source (issue 12.2)', function () {
       source.refused(next, 7000215);
       source.refused(next, 7000215);
       expect(await slots(source)).to.deep.equal([]);
-      expect(lines.filter((line) => line.includes('Entra refused')), 'logged once per refusal interval').to.have.length(2);
+      expect(
+        lines.filter((line) => line.includes('Entra refused')),
+        'logged once per refusal interval',
+      ).to.have.length(2);
       clock.advance(REFUSED_CREDENTIAL_RETRY_MS - 1);
       expect(await slots(source)).to.deep.equal([]);
       clock.advance(1);

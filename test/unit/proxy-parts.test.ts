@@ -24,16 +24,37 @@ function errorOf(run: () => unknown): ApiError | undefined {
 describe('proxy parts', () => {
   describe('parseProxyPath', () => {
     it('decodes segments for the allow-list and keeps the raw path to forward', () => {
-      expect(parseProxyPath('/v1.0/me/photo/$value')).to.deep.equal({ raw: '/v1.0/me/photo/$value', segments: ['v1.0', 'me', 'photo', '$value'], decoded: '/v1.0/me/photo/$value' });
-      expect(parseProxyPath('/v1.0/users/alice%40contoso.com/')).to.deep.include({ segments: ['v1.0', 'users', 'alice@contoso.com'], decoded: '/v1.0/users/alice@contoso.com' });
+      expect(parseProxyPath('/v1.0/me/photo/$value')).to.deep.equal({
+        raw: '/v1.0/me/photo/$value',
+        segments: ['v1.0', 'me', 'photo', '$value'],
+        decoded: '/v1.0/me/photo/$value',
+      });
+      expect(parseProxyPath('/v1.0/users/alice%40contoso.com/')).to.deep.include({
+        segments: ['v1.0', 'users', 'alice@contoso.com'],
+        decoded: '/v1.0/users/alice@contoso.com',
+      });
       expect(parseProxyPath('')).to.deep.include({ raw: '/', decoded: '/' });
       expect(parseProxyPath("/v1.0/me/messages('AAMk%3D')")).to.deep.include({ decoded: "/v1.0/me/messages('AAMk=')" });
     });
 
     it('refuses everything that could reach another path or host', () => {
       const refused = [
-        'v1.0/me', '/v1.0/../users', '/v1.0/%2E%2e/users', '/v1.0/.', '/v1.0/me%2fx', '/v1.0/me%5Cx', '/v1.0\\me', '//host/v1.0',
-        '/v1.0//me', '/https:/x', '/javascript:alert(1)', '/v1.0/%252e%252e', '/v1.0/%00', '/v1.0/%0d%0aX-Injected:1', '/v1.0/%zz', '/v1.0/%E0%A4%A',
+        'v1.0/me',
+        '/v1.0/../users',
+        '/v1.0/%2E%2e/users',
+        '/v1.0/.',
+        '/v1.0/me%2fx',
+        '/v1.0/me%5Cx',
+        '/v1.0\\me',
+        '//host/v1.0',
+        '/v1.0//me',
+        '/https:/x',
+        '/javascript:alert(1)',
+        '/v1.0/%252e%252e',
+        '/v1.0/%00',
+        '/v1.0/%0d%0aX-Injected:1',
+        '/v1.0/%zz',
+        '/v1.0/%E0%A4%A',
       ];
       for (const path of refused) expect(errorOf(() => parseProxyPath(path))?.code, path).to.equal('invalid_path');
     });
@@ -63,7 +84,8 @@ describe('proxy parts', () => {
   });
 
   describe('@odata links, rewritten while streaming', () => {
-    const toProxy: LinkRewrite = (link) => (link.startsWith('https://graph.example/') ? `https://api.example/api/graph/${link.slice(22)}` : undefined);
+    const toProxy: LinkRewrite = (link) =>
+      link.startsWith('https://graph.example/') ? `https://api.example/api/graph/${link.slice(22)}` : undefined;
 
     async function run(text: string, chunkSize = text.length, rewrite = toProxy, holdBytes?: number): Promise<string> {
       const bytes = Buffer.from(text);
@@ -108,7 +130,11 @@ describe('proxy parts', () => {
 
     // docs/bad-input-checklist.md #59
     it('a top-level next-page link that cannot be rewritten is a 502, even after the value', async () => {
-      for (const text of ['{"@odata.nextLink":"https://evil.example/x","value":[]}', '{"value":[1,2,3],"@odata.nextLink":"https://evil.example/x"}', '{"@odata.nextLink":"not a url"}']) {
+      for (const text of [
+        '{"@odata.nextLink":"https://evil.example/x","value":[]}',
+        '{"value":[1,2,3],"@odata.nextLink":"https://evil.example/x"}',
+        '{"@odata.nextLink":"not a url"}',
+      ]) {
         const failure = await run(text, 4).then(
           () => undefined,
           (error: unknown) => error,
@@ -118,7 +144,14 @@ describe('proxy parts', () => {
     });
 
     it('passes what is not JSON, or not a link, through unchanged', async () => {
-      for (const text of ['not json {"@odata.nextLink":', '{"@odata.nextLink":42}', '{"truncated":"@odata.nextLink', '{"x":"y"', '', '[1,"@odata.nextLink"]']) {
+      for (const text of [
+        'not json {"@odata.nextLink":',
+        '{"@odata.nextLink":42}',
+        '{"truncated":"@odata.nextLink',
+        '{"x":"y"',
+        '',
+        '[1,"@odata.nextLink"]',
+      ]) {
         expect(await run(text, 3)).to.equal(text);
       }
     });
@@ -147,10 +180,20 @@ describe('proxy parts', () => {
       );
       expect(rewrite('https://GRAPH.microsoft.com:443/v1.0/me?$skip=10')).to.equal('https://api.contoso.com/api/graph/v1.0/me?$skip=10');
       expect(rewrite('?$skiptoken=rel')).to.equal('https://api.contoso.com/api/graph/v1.0/me/messages?$skiptoken=rel');
-      for (const elsewhere of ['https://evil.example/v1.0/me', 'http://graph.microsoft.com/v1.0/me', 'https://graph.microsoft.com.evil.example/v1.0', 'https://user@graph.microsoft.com/v1.0/me', 'http://[bad']) {
+      for (const elsewhere of [
+        'https://evil.example/v1.0/me',
+        'http://graph.microsoft.com/v1.0/me',
+        'https://graph.microsoft.com.evil.example/v1.0',
+        'https://user@graph.microsoft.com/v1.0/me',
+        'http://[bad',
+      ]) {
         expect(rewrite(elsewhere), elsewhere).to.equal(undefined);
       }
-      const withPrefix = proxyLinkRewrite('https://files.example/api/v2', new URL('https://files.example/api/v2/list'), 'https://api.contoso.com/api/downstream/files');
+      const withPrefix = proxyLinkRewrite(
+        'https://files.example/api/v2',
+        new URL('https://files.example/api/v2/list'),
+        'https://api.contoso.com/api/downstream/files',
+      );
       expect(withPrefix('https://files.example/api/v2/list?page=2')).to.equal('https://api.contoso.com/api/downstream/files/list?page=2');
       expect(withPrefix('https://files.example/api/v3/list'), 'outside the base path').to.equal(undefined);
       expect(withPrefix('https://files.example/api/v2x/list'), 'not a path-segment prefix').to.equal(undefined);
@@ -163,8 +206,12 @@ describe('proxy parts', () => {
     const item = (id: string, url = '/me', extra: Record<string, unknown> = {}) => ({ id, method: 'GET', url, ...extra });
 
     it('accepts up to 20 allowed requests, relative URLs with or without a slash, dependsOn within the batch', () => {
-      expect(check({ requests: Array.from({ length: 20 }, (_, i) => item(String(i + 1), i % 2 ? 'me/messages?$top=1' : '/me')) })).to.equal(undefined);
-      expect(check({ requests: [item('a'), item('b', '/me/messages', { dependsOn: ['a'], headers: { ConsistencyLevel: 'eventual' } })] })).to.equal(undefined);
+      expect(check({ requests: Array.from({ length: 20 }, (_, i) => item(String(i + 1), i % 2 ? 'me/messages?$top=1' : '/me')) })).to.equal(
+        undefined,
+      );
+      expect(check({ requests: [item('a'), item('b', '/me/messages', { dependsOn: ['a'], headers: { ConsistencyLevel: 'eventual' } })] })).to.equal(
+        undefined,
+      );
     });
 
     // docs/bad-input-checklist.md #60 (more than 20 requests), among the rest
@@ -211,7 +258,13 @@ describe('proxy parts', () => {
         consistencylevel: 'eventual',
         'content-type': 'application/json',
       });
-      expect(forwarded).to.deep.equal({ accept: 'application/json', prefer: 'return=minimal', 'if-match': '"etag"', consistencylevel: 'eventual', 'content-type': 'application/json' });
+      expect(forwarded).to.deep.equal({
+        accept: 'application/json',
+        prefer: 'return=minimal',
+        'if-match': '"etag"',
+        consistencylevel: 'eventual',
+        'content-type': 'application/json',
+      });
     });
 
     it('downstream → caller: no cookies, challenges, hop-by-hop or caching headers', () => {
@@ -230,12 +283,23 @@ describe('proxy parts', () => {
         etag: 'W/"1"',
         'x-ms-ags-diagnostic': '{}',
       });
-      expect(passed).to.deep.equal({ 'content-type': 'application/json', 'request-id': 'r', 'client-request-id': 'c', 'retry-after': '2.5', etag: 'W/"1"', 'x-ms-ags-diagnostic': '{}' });
+      expect(passed).to.deep.equal({
+        'content-type': 'application/json',
+        'request-id': 'r',
+        'client-request-id': 'c',
+        'retry-after': '2.5',
+        etag: 'W/"1"',
+        'x-ms-ags-diagnostic': '{}',
+      });
     });
   });
 
   describe('configuration: GRAPH_ALLOWED_*, GRAPH_MAX_RETRIES, DOWNSTREAM_APIS, PUBLIC_BASE_URL', () => {
-    const base: Environment = { AZURE_TENANT_ID: '72f988bf-86f1-41af-91ab-2d7cd011db47', AZURE_CLIENT_ID: 'api-client', AZURE_CLIENT_SECRET: 'secret' };
+    const base: Environment = {
+      AZURE_TENANT_ID: '72f988bf-86f1-41af-91ab-2d7cd011db47',
+      AZURE_CLIENT_ID: 'api-client',
+      AZURE_CLIENT_SECRET: 'secret',
+    };
     const problemsOf = (env: Environment): string[] => {
       try {
         loadConfig({ ...base, ...env });
@@ -255,12 +319,25 @@ describe('proxy parts', () => {
         GRAPH_MAX_RETRY_WAIT_MS: '500',
         PUBLIC_BASE_URL: 'https://api.contoso.com/obo/',
       });
-      expect(config.graph).to.deep.include({ allowedPaths: ['/v1.0/me/**', '/v1.0/users/*'], allowedMethods: ['GET', 'POST'], maxRetries: 0, maxRetryWaitMs: 500, batch: true });
+      expect(config.graph).to.deep.include({
+        allowedPaths: ['/v1.0/me/**', '/v1.0/users/*'],
+        allowedMethods: ['GET', 'POST'],
+        maxRetries: 0,
+        maxRetryWaitMs: 500,
+        batch: true,
+      });
       expect(config.publicBaseUrl).to.equal('https://api.contoso.com/obo');
     });
 
     it('reads DOWNSTREAM_APIS inline or from a file, with defaults from the GRAPH_* settings', () => {
-      const apis = { contoso: { baseUrl: 'https://api.contoso.com/v2/', scopes: ['api://contoso/read'], allowedPaths: ['/orders/**'], allowedMethods: ['get', 'PATCH'] } };
+      const apis = {
+        contoso: {
+          baseUrl: 'https://api.contoso.com/v2/',
+          scopes: ['api://contoso/read'],
+          allowedPaths: ['/orders/**'],
+          allowedMethods: ['get', 'PATCH'],
+        },
+      };
       const inline = loadConfig({ ...base, GRAPH_TIMEOUT_MS: '5000', DOWNSTREAM_APIS: JSON.stringify(apis) });
       expect(Object.keys(inline.downstreams)).to.deep.equal(['graph', 'contoso']);
       expect(inline.downstreams['contoso']).to.deep.equal({
@@ -289,7 +366,15 @@ describe('proxy parts', () => {
         DOWNSTREAM_APIS: JSON.stringify({
           graph: { baseUrl: 'https://x', scopes: ['s'], allowedPaths: ['/'] },
           'bad name': { baseUrl: 'https://x', scopes: ['s'], allowedPaths: ['/'] },
-          broken: { baseUrl: 'https://u:p@x?q', scopes: [], allowedPaths: ['/a/../b'], allowedMethods: ['TRACE'], batch: 'yes', timeoutMs: 0, allowedPath: [] },
+          broken: {
+            baseUrl: 'https://u:p@x?q',
+            scopes: [],
+            allowedPaths: ['/a/../b'],
+            allowedMethods: ['TRACE'],
+            batch: 'yes',
+            timeoutMs: 0,
+            allowedPath: [],
+          },
         }),
       });
       const expected = [
@@ -307,7 +392,11 @@ describe('proxy parts', () => {
         /^DOWNSTREAM_APIS: "broken".batch: /,
         /^DOWNSTREAM_APIS: "broken".timeoutMs: /,
       ];
-      for (const pattern of expected) expect(problems.some((problem) => pattern.test(problem)), `${pattern} in\n${problems.join('\n')}`).to.equal(true);
+      for (const pattern of expected)
+        expect(
+          problems.some((problem) => pattern.test(problem)),
+          `${pattern} in\n${problems.join('\n')}`,
+        ).to.equal(true);
       expect(problems.join('\n'), 'never a credential').not.to.include('u:p');
       expect(problemsOf({ DOWNSTREAM_APIS: '{not json' })).to.deep.equal([
         'DOWNSTREAM_APIS: expected a JSON object { "<name>": { "baseUrl": …, "scopes": […], "allowedPaths": […] } } (or the path of a file holding one); the JSON does not parse',

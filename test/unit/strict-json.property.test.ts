@@ -27,7 +27,9 @@ const written: fc.Arbitrary<Written> = fc.letrec<{ value: Written }>((tie) => ({
   value: fc.oneof(
     { depthSize: 'small', withCrossShrink: true },
     fc.constantFrom<Written>({ text: '1', duplicated: false }, { text: '"x,{}[]:\\"y"', duplicated: false }, { text: 'null', duplicated: false }),
-    fc.array(tie('value'), { maxLength: 4 }).map((items) => ({ text: `[${items.map((i) => i.text).join(',')}]`, duplicated: items.some((i) => i.duplicated) })),
+    fc
+      .array(tie('value'), { maxLength: 4 })
+      .map((items) => ({ text: `[${items.map((i) => i.text).join(',')}]`, duplicated: items.some((i) => i.duplicated) })),
     fc.array(fc.tuple(fc.constantFrom(...NAMES), tie('value')), { maxLength: 4 }).map((members) => {
       const names = members.map(([[name]]) => name);
       return {
@@ -52,6 +54,7 @@ describe('parseStrictJsonObject (no duplicate member names anywhere)', () => {
   });
 
   it('refuses what is not one JSON object', () => {
-    for (const text of ['', '[]', '1', 'null', '"{}"', '{', '{"a":1}x', '{"a":1}{"b":2}']) expect(parseStrictJsonObject(text), text).to.equal(undefined);
+    for (const text of ['', '[]', '1', 'null', '"{}"', '{', '{"a":1}x', '{"a":1}{"b":2}'])
+      expect(parseStrictJsonObject(text), text).to.equal(undefined);
   });
 });
