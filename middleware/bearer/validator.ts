@@ -56,9 +56,12 @@ export interface AccessTokenValidatorOptions {
 
 export type AccessTokenValidator = (token: string) => Promise<AuthenticatedCaller>;
 
-/** What the verified-token cache holds: the caller, and what a hit must check again. */
+/**
+ * What the verified-token cache holds: the caller without its token (the request that presents
+ * it carries it, and the token is most of an entry's weight), and what a hit must check again.
+ */
 interface VerifiedToken {
-  caller: AuthenticatedCaller;
+  identity: Omit<AuthenticatedCaller, 'token'>;
   exp: number;
   /** The later of `nbf` and `iat`. */
   notBefore: number;
@@ -134,7 +137,7 @@ export function createAccessTokenValidator(options: AccessTokenValidatorOptions)
     throw new InsufficientScopeError(options.requiredScopes);
   }
 
-  function fromCache(verified: VerifiedToken, tokenHash: string): AuthenticatedCaller | undefined {
+  function fromCache(verified: VerifiedToken, tokenHash: string): VerifiedToken['identity'] | undefined {
     const current = keys?.set;
     if (verified.keys !== current || !current.isPublished(verified.kid)) {
       cache?.delete(tokenHash); // its key was retired: validate in full, which refuses it
@@ -147,17 +150,18 @@ export function createAccessTokenValidator(options: AccessTokenValidatorOptions)
       cache?.delete(tokenHash);
       throw error;
     }
-    checkTenant(verified.caller.tenantId);
-    checkScopes(verified.caller.scopes, verified.appOnly);
-    return verified.caller;
+    checkTenant(verified.identity.tenantId);
+    checkScopes(verified.identity.scopes, verified.appOnly);
+    return verified.identity;
   }
 
   return async function validateAccessToken(token) {
     const tokenHash = hash('sha256', token, 'base64url');
     const cached = cache?.get(tokenHash);
     if (cached) {
-      const caller = fromCache(cached, tokenHash);
-      if (caller) return caller;
+      const identity = fromCache(cached, tokenHash);
+      // Its hash matched, so this is the very token that was validated.
+      if (identity) return Object.freeze({ ...identity, token });
     }
 
     const segments = token.split('.');
@@ -208,8 +212,7 @@ export function createAccessTokenValidator(options: AccessTokenValidatorOptions)
     const appOnly = claims['idtyp'] === 'app';
     checkScopes(scopes, appOnly);
 
-    const caller: AuthenticatedCaller = Object.freeze({
-      token,
+    const identity = Object.freeze({
       tokenHash,
       tenantId,
       objectId: oid,
@@ -221,12 +224,8 @@ export function createAccessTokenValidator(options: AccessTokenValidatorOptions)
       claims: Object.freeze(claims),
     });
     // Only successes go in: a refused token is never cached, so a flood of them evicts nothing.
-    cache?.set(
-      tokenHash,
-      { caller, exp, notBefore: Math.max(nbf, iat), appOnly, kid, keys: keySet },
-      verifiedTokenBytes(token.length, payloadText.length),
-    );
-    return caller;
+    cache?.set(tokenHash, { identity, exp, notBefore: Math.max(nbf, iat), appOnly, kid, keys: keySet }, verifiedTokenBytes(payloadText.length));
+    return Object.freeze({ ...identity, token });
   };
 }
 
