@@ -27,13 +27,15 @@ async function counter(registry: Registry, name: string): Promise<number> {
   return metric?.values[0]?.value ?? 0;
 }
 
-describe('cache: no lost invalidations (a subscriber that missed messages)', function () {
-  this.timeout(30_000);
-  let redis: RedisServer;
-  let cutter: SubscriberCuttingProxy;
+/**
+ * Two instances' worth of fixtures: a real redis-server for the describe block, and per test a
+ * forwarder that can cut A's subscriber, a fresh key prefix and the instances made (closed after).
+ */
+function useGapFixture(tag: string) {
+  let redis: RedisServer | undefined;
+  let cutter: SubscriberCuttingProxy | undefined;
   const open: Instance[] = [];
   let prefix = '';
-
   before(async () => {
     redis = await startRedis();
   });
@@ -41,30 +43,52 @@ describe('cache: no lost invalidations (a subscriber that missed messages)', fun
     await redis?.stop();
   });
   beforeEach(async () => {
-    cutter = await startSubscriberCuttingProxy(redis.port);
-    prefix = `gap-${randomBytes(4).toString('hex')}:`;
+    cutter = await startSubscriberCuttingProxy(started(redis).port);
+    prefix = `${tag}-${randomBytes(4).toString('hex')}:`;
   });
   afterEach(async () => {
     await Promise.all(open.splice(0).map((instance) => instance.cache.close()));
-    await cutter.close();
+    await cutter?.close();
   });
+  return {
+    get redis(): RedisServer {
+      return started(redis);
+    },
+    get cutter(): SubscriberCuttingProxy {
+      return started(cutter);
+    },
+    /** This test's key prefix. */
+    get prefix(): string {
+      return prefix;
+    },
+    instance(url: string): Instance {
+      const registry = new Registry();
+      const logger = pino({ level: 'silent' });
+      const cache = createTieredCache<string>({
+        l1MaxBytes: 1024 * 1024,
+        l2: createRedisStore({ url, commandTimeoutMs: 500, logger, maxReconnectDelayMs: 100 }),
+        encryption: KEYS,
+        keyPrefix: prefix,
+        invalidationDelayMs: DELAY_MS,
+        logger,
+        registry,
+      });
+      const made: Instance = { cache, registry, creates: 0 };
+      open.push(made);
+      return made;
+    },
+  };
+}
 
-  function instance(url: string): Instance {
-    const registry = new Registry();
-    const logger = pino({ level: 'silent' });
-    const cache = createTieredCache<string>({
-      l1MaxBytes: 1024 * 1024,
-      l2: createRedisStore({ url, commandTimeoutMs: 500, logger, maxReconnectDelayMs: 100 }),
-      encryption: KEYS,
-      keyPrefix: prefix,
-      invalidationDelayMs: DELAY_MS,
-      logger,
-      registry,
-    });
-    const made: Instance = { cache, registry, creates: 0 };
-    open.push(made);
-    return made;
-  }
+function started<T>(value: T | undefined): T {
+  if (value === undefined) throw new Error('the fixture is used before its hooks ran');
+  return value;
+}
+
+describe('cache: no lost invalidations (a subscriber that missed messages)', function () {
+  this.timeout(30_000);
+  const fx = useGapFixture('gap');
+  const instance = (url: string) => fx.instance(url);
 
   const entry = (value: string): CacheEntry<string> => ({ value, expiresAt: Date.now() + 60_000 });
   const create = (who: Instance, value: string) => () => {
@@ -74,8 +98,8 @@ describe('cache: no lost invalidations (a subscriber that missed messages)', fun
 
   /** A holds `old` in L1, and B has seen it too; both confirmed flowing. */
   async function twoInstancesSharing(key: string): Promise<{ a: Instance; b: Instance }> {
-    const a = instance(cutter.url);
-    const b = instance(redis.url);
+    const a = instance(fx.cutter.url);
+    const b = instance(fx.redis.url);
     expect(await a.cache.ready(10_000)).to.equal(true);
     expect(await b.cache.ready(10_000)).to.equal(true);
     expect((await a.cache.getOrCreate(key, create(a, 'old'))).source).to.equal('created');
@@ -89,15 +113,15 @@ describe('cache: no lost invalidations (a subscriber that missed messages)', fun
     const { a, b } = await twoInstancesSharing('user-1');
     const resyncsBefore = await counter(a.registry, 'obo_cache_invalidation_resyncs_total');
 
-    cutter.cutSubscribers();
-    await until('A to try to resubscribe (and be refused)', () => cutter.refusedSubscribers > 0);
+    fx.cutter.cutSubscribers();
+    await until('A to try to resubscribe (and be refused)', () => fx.cutter.refusedSubscribers > 0);
     await b.cache.invalidate('user-1');
     expect((await b.cache.getOrCreate('user-1', create(b, 'new'))).source).to.equal('created');
     // A's commands still work, only its subscriber is gone: readiness says so.
     expect(a.cache.invalidations()?.flowing).to.equal(false);
     expect(a.cache.health().l2).to.equal('degraded');
 
-    cutter.restoreSubscribers();
+    fx.cutter.restoreSubscribers();
     await until('A to confirm invalidations flowing again', () => a.cache.invalidations()?.flowing === true, 10_000);
     const after = await a.cache.getOrCreate('user-1', create(a, 'must not be needed'));
     expect(after.entry.value).to.equal('new');
@@ -110,7 +134,7 @@ describe('cache: no lost invalidations (a subscriber that missed messages)', fun
 
   it('a subscriber that stays connected but silent: past the bound, A re-checks L2 and serves the new entry', async () => {
     const { a, b } = await twoInstancesSharing('user-2');
-    cutter.freezeSubscribers();
+    fx.cutter.freezeSubscribers();
     await b.cache.invalidate('user-2');
     await b.cache.getOrCreate('user-2', create(b, 'new'));
 
@@ -122,7 +146,7 @@ describe('cache: no lost invalidations (a subscriber that missed messages)', fun
     expect(await counter(a.registry, 'obo_cache_l1_rechecks_total')).to.be.greaterThan(0);
     expect(a.cache.invalidations()?.lastSyncAgeSeconds).to.be.greaterThan(DELAY_MS / 1000 - 0.5);
 
-    cutter.thawSubscribers();
+    fx.cutter.thawSubscribers();
     await until('A to trust L1 again', () => a.cache.invalidations()?.flowing === true, 10_000);
     // The held-back invalidation arrived late and dropped the copy A re-read: harmless, one more L2 read.
     expect((await a.cache.getOrCreate('user-2', create(a, 'unused'))).entry.value).to.equal('new');
@@ -132,7 +156,7 @@ describe('cache: no lost invalidations (a subscriber that missed messages)', fun
 
   it('with Redis unreachable altogether, A keeps serving L1 (as in any outage) instead of creating', async () => {
     const { a } = await twoInstancesSharing('user-3');
-    cutter.cutAll();
+    fx.cutter.cutAll();
     await until('A to stop trusting L1', () => a.cache.invalidations()?.flowing === false, DELAY_MS + 5_000);
     await sleep(50);
     const served = await a.cache.getOrCreate('user-3', create(a, 'must not be needed'));
@@ -243,49 +267,16 @@ describe('cache: late heartbeats are waited for, lost ones resync', function () 
  */
 describe('cache: entries created during a gap, kept at the resync unless invalidated since', function () {
   this.timeout(30_000);
-  let redis: RedisServer;
-  let cutter: SubscriberCuttingProxy;
-  const open: Instance[] = [];
-  let prefix = '';
+  const fx = useGapFixture('kept');
+  const instance = (url: string) => fx.instance(url);
 
-  before(async () => {
-    redis = await startRedis();
-  });
-  after(async () => {
-    await redis?.stop();
-  });
-  beforeEach(async () => {
-    cutter = await startSubscriberCuttingProxy(redis.port);
-    prefix = `kept-${randomBytes(4).toString('hex')}:`;
-  });
-  afterEach(async () => {
-    await Promise.all(open.splice(0).map((instance) => instance.cache.close()));
-    await cutter.close();
-  });
-
-  function instance(url: string): Instance {
-    const registry = new Registry();
-    const logger = pino({ level: 'silent' });
-    const cache = createTieredCache<string>({
-      l1MaxBytes: 1024 * 1024,
-      l2: createRedisStore({ url, commandTimeoutMs: 500, logger, maxReconnectDelayMs: 100 }),
-      encryption: KEYS,
-      keyPrefix: prefix,
-      invalidationDelayMs: DELAY_MS,
-      logger,
-      registry,
-    });
-    const made: Instance = { cache, registry, creates: 0 };
-    open.push(made);
-    return made;
-  }
   const create = (who: Instance, value: string) => () => {
     who.creates += 1;
     return Promise.resolve({ value, expiresAt: Date.now() + 60_000 });
   };
   async function bothReady(): Promise<{ a: Instance; b: Instance }> {
-    const a = instance(cutter.url);
-    const b = instance(redis.url);
+    const a = instance(fx.cutter.url);
+    const b = instance(fx.redis.url);
     expect(await a.cache.ready(10_000)).to.equal(true);
     expect(await b.cache.ready(10_000)).to.equal(true);
     await until('both flowing', () => a.cache.invalidations()?.flowing === true && b.cache.invalidations()?.flowing === true, 10_000);
@@ -296,12 +287,12 @@ describe('cache: entries created during a gap, kept at the resync unless invalid
   it('Redis unreachable for A while it exchanges for a new user: after the resync A serves it from L1, and writes it back to L2', async () => {
     const { a, b } = await bothReady();
     const before = await resyncs(a);
-    cutter.cutAll();
+    fx.cutter.cutAll();
     await until('A to see the outage', () => a.cache.invalidations()?.flowing === false, DELAY_MS + 5_000);
     const made = await a.cache.getOrCreate('new-user', create(a, 'issued in the outage'));
     expect(made.source).to.equal('created');
 
-    cutter.restoreAll();
+    fx.cutter.restoreAll();
     await until('A to resync', async () => (await resyncs(a)) > before && a.cache.invalidations()?.flowing === true, 10_000);
     const after = await a.cache.getOrCreate('new-user', create(a, 'must not be needed'));
     expect(after).to.deep.include({ source: 'l1' });
@@ -310,8 +301,8 @@ describe('cache: entries created during a gap, kept at the resync unless invalid
     expect(await counter(a.registry, 'obo_cache_resync_created_total')).to.equal(1);
 
     // The write-back put it in L2: B (which never had it) finds it without creating.
-    const raw = redis.client();
-    await until('the write-back to reach L2', async () => (await raw.exists(`${prefix}new-user`)) === 1, 5_000);
+    const raw = fx.redis.client();
+    await until('the write-back to reach L2', async () => (await raw.exists(`${fx.prefix}new-user`)) === 1, 5_000);
     const atB = await b.cache.getOrCreate('new-user', create(b, 'must not be needed'));
     expect(atB.entry.value).to.equal('issued in the outage');
     expect(b.creates).to.equal(0);
@@ -320,7 +311,7 @@ describe('cache: entries created during a gap, kept at the resync unless invalid
   it('an exchange started in the outage and finished after the resync: cached, not thrown away', async () => {
     const { a } = await bothReady();
     const before = await resyncs(a);
-    cutter.cutAll();
+    fx.cutter.cutAll();
     await until('A to see the outage', () => a.cache.invalidations()?.flowing === false, DELAY_MS + 5_000);
     let finish: (value: CacheEntry<string>) => void = () => undefined;
     const slow = () => {
@@ -331,7 +322,7 @@ describe('cache: entries created during a gap, kept at the resync unless invalid
     };
     const pending = a.cache.getOrCreate('slow-user', slow);
     await until('the create() to start', () => a.creates === 1);
-    cutter.restoreAll();
+    fx.cutter.restoreAll();
     await until('A to resync', async () => (await resyncs(a)) > before && a.cache.invalidations()?.flowing === true, 10_000);
     finish({ value: 'finished after the resync', expiresAt: Date.now() + 60_000 });
     expect((await pending).source).to.equal('created');
@@ -344,22 +335,22 @@ describe('cache: entries created during a gap, kept at the resync unless invalid
   it("A's subscriber cut while it creates two entries and B invalidates one: after the resync A keeps the other, and drops the invalidated one", async () => {
     const { a, b } = await bothReady();
     const before = await resyncs(a);
-    cutter.cutSubscribers();
-    await until('A to try to resubscribe (and be refused)', () => cutter.refusedSubscribers > 0);
+    fx.cutter.cutSubscribers();
+    await until('A to try to resubscribe (and be refused)', () => fx.cutter.refusedSubscribers > 0);
     expect((await a.cache.getOrCreate('invalidated', create(a, 'old'))).source).to.equal('created');
     expect((await a.cache.getOrCreate('untouched', create(a, 'kept'))).source).to.equal('created');
     const invalidatedAt = Date.now();
     await b.cache.invalidate('invalidated');
 
     // The marker, next to the L2 delete: the invalidation's time, with a bounded TTL.
-    const raw = redis.client();
-    const marker = Number(await raw.get(`${prefix}inv:invalidated`));
+    const raw = fx.redis.client();
+    const marker = Number(await raw.get(`${fx.prefix}inv:invalidated`));
     expect(marker).to.be.within(invalidatedAt - 1_000, Date.now() + 1_000);
-    const ttl = await raw.pttl(`${prefix}inv:invalidated`);
+    const ttl = await raw.pttl(`${fx.prefix}inv:invalidated`);
     expect(ttl).to.be.within(1, 60 * 60 * 1000);
-    expect(await raw.exists(`${prefix}invalidated`)).to.equal(0);
+    expect(await raw.exists(`${fx.prefix}invalidated`)).to.equal(0);
 
-    cutter.restoreSubscribers();
+    fx.cutter.restoreSubscribers();
     await until('A to resync', async () => (await resyncs(a)) > before && a.cache.invalidations()?.flowing === true, 10_000);
     const untouched = await a.cache.getOrCreate('untouched', create(a, 'must not be needed'));
     expect(untouched).to.deep.include({ source: 'l1' });
