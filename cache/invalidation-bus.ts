@@ -268,16 +268,22 @@ export class InvalidationBus {
    */
   private confirm(): void {
     let last: { sentAt: number } | undefined;
+    let lastSeq = 0;
+    // During a gap the resync covers whatever a missing beat could prove, so none is waited for:
+    // a beat published while the subscriber was still re-subscribing can never come back.
+    const resyncing = this.gap;
     for (const [seq, beat] of this.outstanding) {
       if (!beat.echoed) {
-        if (beat.published) break;
+        if (beat.published && !resyncing) break;
         continue;
       }
       this.outstanding.delete(seq);
       last = beat;
+      lastSeq = seq;
     }
     if (!last) return;
     if (this.gap) {
+      for (const seq of this.outstanding.keys()) if (seq < lastSeq) this.outstanding.delete(seq);
       this.gap = false;
       this.resyncs += 1;
       this.onResync();

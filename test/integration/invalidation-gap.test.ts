@@ -180,6 +180,7 @@ describe('cache: late heartbeats are waited for, lost ones resync', function () 
   function orderedStore() {
     const listeners = new Map<string, (message: string) => void>();
     const held: [string, string][] = [];
+    const interruptions: (() => void)[] = [];
     const control = { hold: (_channel: string, _message: string): boolean => false };
     const deliver = (channel: string, message: string) => setImmediate(() => listeners.get(channel)?.(message));
     const store: L2Store = {
@@ -193,8 +194,9 @@ describe('cache: late heartbeats are waited for, lost ones resync', function () 
         else deliver(channel, message);
         return Promise.resolve();
       },
-      subscribe: (channel, listener) => {
+      subscribe: (channel, listener, onInterrupted) => {
         listeners.set(channel, listener);
+        if (onInterrupted) interruptions.push(onInterrupted);
         return Promise.resolve(() => {
           listeners.delete(channel);
           return Promise.resolve();
@@ -207,10 +209,14 @@ describe('cache: late heartbeats are waited for, lost ones resync', function () 
     const release = () => {
       for (const [channel, message] of held.splice(0)) deliver(channel, message);
     };
-    return { store, control, release };
+    /** The subscriber connection dropped (and is back at once): what the Redis store reports. */
+    const dropSubscriber = () => {
+      for (const interrupted of interruptions) interrupted();
+    };
+    return { store, control, release, dropSubscriber };
   }
 
-  async function started(store: L2Store): Promise<{ cache: TieredCache<string>; registry: Registry }> {
+  async function started(store: L2Store, delayMs = DELAY): Promise<{ cache: TieredCache<string>; registry: Registry }> {
     const registry = new Registry();
     const logger = pino({ level: 'silent' });
     const cache = createTieredCache<string>({
@@ -218,7 +224,7 @@ describe('cache: late heartbeats are waited for, lost ones resync', function () 
       l2: store,
       encryption: KEYS,
       keyPrefix: 'late:',
-      invalidationDelayMs: DELAY,
+      invalidationDelayMs: delayMs,
       logger,
       registry,
     });
@@ -246,6 +252,22 @@ describe('cache: late heartbeats are waited for, lost ones resync', function () 
     release();
     await until('flowing again', () => cache.invalidations()?.flowing === true);
     expect(await counter(registry, 'obo_cache_invalidation_resyncs_total'), 'no resync: nothing was lost').to.equal(resyncs);
+    await cache.close();
+  });
+
+  it('after the subscriber dropped, a heartbeat that can never come (published before it re-subscribed) does not hold trust back', async () => {
+    // A long bound, so that waiting for the missing beat (2 x the bound) and not waiting differ by seconds.
+    const delayMs = 3_000;
+    const { store, control, dropSubscriber } = orderedStore();
+    const { cache, registry } = await started(store, delayMs);
+    const resyncs = await counter(registry, 'obo_cache_invalidation_resyncs_total');
+    dropSubscriber();
+    holdNextHeartbeat(control); // never released
+    expect(cache.invalidations()?.flowing).to.equal(false);
+    // The next echoed beat ends the gap (a resync covers whatever the missing one could prove):
+    // heartbeats go every delayMs / 5, so well within the bound, not after 2 x delayMs.
+    await until('flowing again', () => cache.invalidations()?.flowing === true, delayMs);
+    expect(await counter(registry, 'obo_cache_invalidation_resyncs_total')).to.equal(resyncs + 1);
     await cache.close();
   });
 
