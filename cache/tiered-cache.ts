@@ -175,9 +175,17 @@ class TwoLevelCache<V> implements TieredCache<V> {
     this.metrics.invalidated('local');
     const l2 = this.l2;
     if (!l2 || this.closed) return;
+    await this.announceInvalidation(l2, key, () => l2.entries.delete(key));
+  }
+
+  /**
+   * Tells the fleet `key` was invalidated here: fills of older entries are not taken, the marker
+   * (written with `alongside`, the L2 delete when there is one) before the PUBLISH, so an
+   * instance that misses the message finds the marker at its resync.
+   */
+  private async announceInvalidation(l2: Shared<V>, key: string, alongside?: () => Promise<unknown>): Promise<void> {
     l2.bus.noteInvalidated(key);
-    // The marker before the PUBLISH: an instance that misses the message finds the marker at its resync.
-    await Promise.all([l2.markers.write(key, this.now()), l2.entries.delete(key)]);
+    await Promise.all([l2.markers.write(key, this.now()), alongside?.()]);
     await l2.bus.publish(key);
   }
 
@@ -344,12 +352,7 @@ class TwoLevelCache<V> implements TieredCache<V> {
     return this.forced.start(key, async (state) => {
       const result = await this.createAndStore(key, create, state, 'force', { supersede: true });
       // The other instances drop their L1 copy and read the new entry from L2 (fills of older ones are not taken).
-      const l2 = this.l2;
-      if (l2 && !state.stale) {
-        l2.bus.noteInvalidated(key);
-        await l2.markers.write(key, this.now());
-        await l2.bus.publish(key);
-      }
+      if (this.l2 && !state.stale) await this.announceInvalidation(this.l2, key);
       return result;
     });
   }

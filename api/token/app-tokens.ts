@@ -3,7 +3,7 @@ import { Counter, type Registry } from 'prom-client';
 import { createTieredCache, type CacheEntry, type CacheSource, type TieredCache } from '../../cache/index.js';
 import type { Tracing } from '../observability/tracing.js';
 import type { ClientCredentialsGrant, ExchangedToken } from './exchange.js';
-import { recordTokenUse, type CachedToken, type TokenProvider, type TokenUse, type TokenUseRecord } from './token-provider.js';
+import { normaliseScopes, recordTokenUse, type CachedToken, type TokenProvider, type TokenUse, type TokenUseRecord } from './token-provider.js';
 
 /** An app token and when it expires (epoch ms). */
 interface AppToken {
@@ -62,7 +62,7 @@ export function createAppTokens(grant: ClientCredentialsGrant, options: AppToken
   const now = options.now ?? Date.now;
   const cache = options.cache ?? createTieredCache<CachedToken>({ l1MaxBytes: PRIVATE_CACHE_BYTES, keyPrefix: '', logger: options.logger, now });
   const futile = new Map<string, number>();
-  const keyOf = (scopes: string[]) => `${KEY_PREFIX}${options.clientId}:${[...new Set(scopes.map((s) => s.toLowerCase()))].sort().join(' ')}`;
+  const keyOf = (scopes: string[]) => `${KEY_PREFIX}${options.clientId}:${normaliseScopes(scopes)}`;
 
   function toEntry(token: ExchangedToken): CacheEntry<CachedToken> {
     const issuedAt = now();

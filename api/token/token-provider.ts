@@ -183,6 +183,6 @@ export function createTokenProvider(cache: TieredCache<CachedToken>, exchange: E
 }
 
 /** Scope sets compare as sets: order and case do not make a new partition. */
-function normaliseScopes(scopes: string[]): string {
+export function normaliseScopes(scopes: readonly string[]): string {
   return [...new Set(scopes.map((scope) => scope.toLowerCase()))].sort().join(' ');
 }
